@@ -1,0 +1,24 @@
+"""Core's own components, registered through the same hooks as any plugin (name ``core``)."""
+
+from __future__ import annotations
+
+from facerep.hookspecs import API_VERSION, hookimpl
+
+
+@hookimpl
+def facerep_plugin_info() -> dict[str, str]:
+    return {"api_version": API_VERSION, "summary": "core built-ins: timm backbone, image folders, synthetic faces, probes"}
+
+
+@hookimpl
+def facerep_register(registrar) -> None:  # noqa: ANN001
+    registrar.backbone("timm", "facerep.backbones.timm_backbone:TimmBackbone", params="facerep.backbones.timm_backbone:TimmBackboneParams",
+                       summary="any timm ViT or CNN by name")
+    registrar.dataset("image_folder", "facerep.data.folder:ImageFolder", params="facerep.data.folder:ImageFolderParams",
+                      summary="images under one or more folders; labels from class sub-folders or none")
+    registrar.dataset("synthetic", "facerep.data.synthetic:build_synthetic", params="facerep.data.synthetic:SyntheticParams",
+                      summary="SYNTHETIC drawn faces (identity, 68 landmarks, mask, attributes, expression)")
+    registrar.protocol("linear_probe", "facerep.eval.linear_probe:LinearProbe", params="facerep.eval.linear_probe:LinearProbeParams",
+                       summary="frozen backbone + L2-regularised linear classifier (lambda chosen on a validation split)")
+    registrar.protocol("knn", "facerep.eval.knn:KNNProbe", params="facerep.eval.knn:KNNParams",
+                       summary="frozen backbone + cosine k-NN with temperature-weighted votes")

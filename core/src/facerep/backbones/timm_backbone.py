@@ -1,0 +1,104 @@
+"""Any timm ViT or CNN as a facerep :class:`~facerep.protocols.Backbone`.
+
+The model is created by name with ``num_classes=0``; the adapter returns the pooled vector
+(``forward_head(pre_logits=True)``: CLS token or global average pool), the last layer's patch
+tokens, and, when ``layers`` are configured, intermediate layers through timm's
+``forward_intermediates`` (block indices for ViTs, stage indices for CNNs) as ``(B, C, h, w)``
+maps, the input of multi-layer feature pyramids (FaRL uses ViT blocks 4/6/8/12, i.e. indices
+3, 5, 7, 11).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import timm
+import torch
+from torch import nn
+
+from facerep.types import Features
+
+__all__ = ["TimmBackbone", "TimmBackboneParams"]
+
+
+@attrs.frozen
+class TimmBackboneParams:
+    """Attributes:
+    model: timm model name (``resnet18``, ``resnet50``, ``vit_tiny_patch16_224``, ...).
+    img_size: input size for ViTs (position embeddings are sized for it); ignored by CNNs.
+    patch_size: override the ViT patch size (e.g. 8 for 64 px faces); None keeps the model's.
+    layers: 0-based block (ViT) or stage (CNN) indices returned as intermediate maps.
+    drop_path_rate: stochastic depth.
+    model_kwargs: anything else ``timm.create_model`` accepts.
+    """
+
+    model: str = "resnet18"
+    img_size: int | None = None
+    patch_size: int | None = None
+    layers: tuple[int, ...] = ()
+    drop_path_rate: float = 0.0
+    model_kwargs: dict[str, Any] = attrs.field(factory=dict)
+    #: Input normalisation after scaling to [0, 1] (ImageNet statistics by default; FaRL uses CLIP's).
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+class TimmBackbone(nn.Module):
+    """Wraps ``timm.create_model(params.model)``; ``forward(x) -> Features``."""
+
+    def __init__(self, params: TimmBackboneParams | None = None) -> None:
+        super().__init__()
+        self.params = params = params or TimmBackboneParams()
+        kwargs: dict[str, Any] = dict(params.model_kwargs)
+        if params.drop_path_rate:
+            kwargs["drop_path_rate"] = params.drop_path_rate
+        if params.img_size is not None and _is_vit_like(params.model):
+            kwargs["img_size"] = params.img_size
+        if params.patch_size is not None:
+            kwargs["patch_size"] = params.patch_size
+        # pretrained=False always: weights come from facerep checkpoints on disk, never a hub.
+        self.model = timm.create_model(params.model, pretrained=False, num_classes=0, **kwargs)
+        self.embed_dim: int = int(self.model.num_features)
+        self.num_prefix_tokens: int = int(getattr(self.model, "num_prefix_tokens", 0))
+        self.is_vit = hasattr(self.model, "patch_embed")  # token models: ViT, DeiT, EVA, ...
+        scale = torch.tensor(params.std).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("_mean", torch.tensor(params.mean).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("_scale", scale, persistent=False)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` uint8 -> normalised float32 (done on the device, after augmentation)."""
+        return (x.float() - self._mean) / self._scale
+
+    @property
+    def layer_dims(self) -> list[int]:
+        """Channel count of each configured intermediate layer."""
+        info = getattr(self.model, "feature_info", None)
+        if self.is_vit or not info:
+            return [self.embed_dim] * len(self.params.layers)
+        chans = [f["num_chs"] for f in info]
+        return [chans[i] for i in self.params.layers]
+
+    def forward(self, x: torch.Tensor) -> Features:
+        layers: list[torch.Tensor] = []
+        layer_cls: list[torch.Tensor] = []
+        if self.params.layers:
+            if self.is_vit:
+                final, inter = self.model.forward_intermediates(x, indices=list(self.params.layers), return_prefix_tokens=True)
+                for fmap, prefix in inter:
+                    layers.append(fmap)
+                    layer_cls.append(prefix[:, 0])
+            else:
+                final, layers = self.model.forward_intermediates(x, indices=list(self.params.layers))
+        else:
+            final = self.model.forward_features(x)
+        pooled = self.model.forward_head(final, pre_logits=True)
+        if final.ndim == 3:  # (B, N, D) token sequence
+            tokens = final[:, self.num_prefix_tokens :]
+        else:  # (B, C, h, w) feature map
+            tokens = final.flatten(2).transpose(1, 2)
+        return Features(pooled=pooled, tokens=tokens, layers=list(layers), layer_cls=layer_cls)
+
+
+def _is_vit_like(name: str) -> bool:
+    return any(key in name for key in ("vit", "deit", "eva", "beit", "swin", "cait", "xcit"))

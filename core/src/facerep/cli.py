@@ -1,0 +1,146 @@
+"""The ``facerep`` command.
+
+``facerep list`` and ``facerep --help`` import no torch: plugins register import strings only.
+Errors raised as :class:`~facerep.errors.FacerepError` are printed as one readable message with a
+non-zero exit code (2 config, 3 data, 4 plugin, 5 unknown component).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from facerep import __version__
+from facerep.errors import ConfigError, FacerepError
+
+__all__ = ["main"]
+
+
+def _table(rows: list[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from facerep.plugins import get_plugins
+    from facerep.registry import KINDS
+
+    plugins = get_plugins()
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        specs = plugins.registry.specs(kind)
+        print(f"\n{kind}s ({len(specs)})")
+        if specs:
+            print(_table([(s.name, f"{s.dist} {s.version}", s.summary) for s in specs], ("name", "provided by", "summary")))
+    print("\nplugins")
+    print(_table([(r.name, f"{r.dist} {r.version}", r.status, r.error or r.summary) for r in plugins.records], ("plugin", "distribution", "status", "note")))
+    return 0
+
+
+def cmd_plugins_check(args: argparse.Namespace) -> int:
+    from facerep.plugins import get_plugins
+
+    plugins = get_plugins()
+    failures = [f"plugin {r.name} ({r.dist} {r.version}): {r.status}: {r.error}" for r in plugins.problems]
+    for spec in plugins.registry.specs():
+        try:
+            spec.load()
+            spec.load_params()
+        except Exception as exc:  # report every broken import string, not just the first
+            failures.append(f"{spec.kind} {spec.name} ({spec.dist}): cannot import: {type(exc).__name__}: {exc}")
+    loaded = {r.name for r in plugins.loaded}
+    for name in args.expect or []:
+        if name not in loaded:
+            failures.append(f"expected plugin {name!r} is not loaded (loaded: {', '.join(sorted(loaded))})")
+    n = len(plugins.registry.specs())
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+        print(f"facerep plugins check: {len(failures)} problem(s); {len(loaded)} plugins, {n} components", file=sys.stderr)
+        return 1
+    print(f"facerep plugins check: ok: {len(loaded)} plugins ({', '.join(sorted(loaded))}), {n} components import cleanly")
+    return 0
+
+
+def _find_config(ref: str) -> Path:
+    path = Path(ref)
+    if path.is_file():
+        return path
+    from facerep.plugins import get_plugins
+
+    plugins = get_plugins()
+    if "/" in ref and not path.suffix:
+        plugin, stem = ref.split("/", 1)
+        for impl in plugins.manager.hook.facerep_config_paths.get_hookimpls():
+            if impl.plugin_name == plugin:
+                for folder in impl.function() or []:
+                    candidate = Path(folder) / f"{stem}.yaml"
+                    if candidate.is_file():
+                        return candidate
+    presets = []
+    for impl in plugins.manager.hook.facerep_config_paths.get_hookimpls():
+        for folder in impl.function() or []:
+            presets += [f"{impl.plugin_name}/{p.stem}" for p in sorted(Path(folder).glob("*.yaml"))]
+    raise ConfigError(f"config not found: {ref} (not a file, not a preset; presets: {', '.join(presets) or 'none'})")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from facerep.run import run
+
+    run(_find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
+        resume=args.resume, stop_after=args.stop_after)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facerep", description="Facial representation learning: pretrain face encoders and measure how they transfer.")
+    parser.add_argument("--version", action="version", version=f"facerep {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("list", help="components by kind, with the distribution providing each")
+    p.add_argument("--kind", choices=("dataset", "backbone", "objective", "head", "task", "protocol"))
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", help="plugin maintenance")
+    psub = p.add_subparsers(dest="plugins_command", metavar="SUBCOMMAND", required=True)
+    c = psub.add_parser("check", help="import every registered component; report broken plugins")
+    c.add_argument("--expect", action="append", metavar="PLUGIN", help="fail unless this plugin is loaded (repeatable)")
+    c.set_defaults(func=cmd_plugins_check)
+
+    p = sub.add_parser("run", help="run a config: pretraining and/or evaluation")
+    p.add_argument("config", help="YAML file, or a preset '<plugin>/<name>' (see `facerep list`)")
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field, e.g. -o train.max_steps=10")
+    p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
+    p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help="resume from the latest (or the given) checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="STEPS", help="end this session after STEPS steps (checkpointed); continue later with --resume")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "run"):
+        # only then are plugin commands needed (they would otherwise cost discovery on --help)
+        from facerep.plugins import get_plugins
+
+        get_plugins().manager.hook.facerep_add_commands(subparsers=parser._subparsers._group_actions[0])  # type: ignore[union-attr]
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except FacerepError as exc:
+        print(f"facerep: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("facerep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Run configs: YAML files structured into frozen attrs classes with cattrs.
+
+Unknown keys are rejected and every error names the dotted path of the bad field
+(``objective.params.temperature``). Component blocks are ``{name: ..., params: {...}}``; their
+``params`` are structured into the params class the component registered, so a plugin's
+parameters are validated exactly like core's.
+
+Configs are data: YAML is read with ``yaml.safe_load`` and nothing in a config is executed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+import yaml
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from facerep.errors import ConfigError
+
+__all__ = [
+    "ComponentConfig",
+    "EvalConfig",
+    "LRSchedule",
+    "OptimizerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "structure",
+    "unstructure",
+]
+
+
+@attrs.frozen
+class ComponentConfig:
+    """A registered component by name plus its parameters (structured later, per component)."""
+
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class OptimizerConfig:
+    """``type``: ``sgd``, ``adamw`` or ``lars`` (LARS as in SwAV / Bulat et al.: trust 0.001, no clip)."""
+
+    type: Literal["sgd", "adamw", "lars"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    trust_coefficient: float = 0.001
+    #: Parameter groups whose names contain one of these get no weight decay.
+    no_decay: tuple[str, ...] = ("bias", "norm", "bn", "pos_embed", "cls_token")
+    #: Scale lr linearly with the global batch over this reference batch (None: no scaling).
+    lr_reference_batch: int | None = None
+
+
+@attrs.frozen
+class LRSchedule:
+    """Linear warm-up then cosine decay, per iteration (mmengine schedulers)."""
+
+    warmup_steps: int = 0
+    warmup_start_factor: float = 0.001
+    final_factor: float = 0.0
+    #: Weight decay follows a cosine from ``optimizer.weight_decay`` to this value (None: constant).
+    final_weight_decay: float | None = None
+
+
+@attrs.frozen
+class TrainConfig:
+    max_steps: int = 100
+    batch_size: int = 32  # per process
+    num_workers: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    launcher: Literal["none", "pytorch"] = "none"
+    optimizer: OptimizerConfig = OptimizerConfig()
+    schedule: LRSchedule = LRSchedule()
+    grad_clip: float | None = None
+    channels_last: bool = True
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0: only at the end
+    keep_checkpoints: int = 2
+    deterministic: bool = False
+
+
+@attrs.frozen
+class EvalConfig:
+    """One evaluation after pretraining: a protocol run on a labelled train/test pair."""
+
+    protocol: ComponentConfig
+    train: ComponentConfig
+    test: ComponentConfig
+    label: str
+    name: str = ""
+
+
+@attrs.frozen
+class RunConfig:
+    name: str = "run"
+    seed: int = 0
+    work_dir: str | None = None
+    data: ComponentConfig | None = None
+    backbone: ComponentConfig | None = None
+    objective: ComponentConfig | None = None
+    #: Evaluate these exported weights (a ``backbone.safetensors`` with its JSON sidecar) instead of
+    #: pretraining; the ``backbone`` block is then taken from the sidecar.
+    backbone_weights: str | None = None
+    train: TrainConfig = TrainConfig()
+    evaluate: tuple[EvalConfig, ...] = ()
+    #: Distributions that must be installed, e.g. ``["facerep-frl"]``.
+    required_plugins: tuple[str, ...] = ()
+
+
+def _converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    # YAML gives ints where floats are meant (lr: 1), and 1e-3 without a dot is a string in YAML 1.1.
+    conv.register_structure_hook(float, lambda v, _: _to_float(v))
+
+    # attrs classes with a `from_scalar` classmethod also accept a bare value (e.g. a path string).
+    def scalar_friendly(cls: type) -> Any:
+        from cattrs.gen import make_dict_structure_fn
+
+        base = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+        return lambda v, t: base(v, t) if isinstance(v, Mapping) else cls.from_scalar(v)
+
+    conv.register_structure_hook_factory(lambda t: attrs.has(t) and hasattr(t, "from_scalar"), scalar_friendly)
+    return conv
+
+
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+_CONVERTER = _converter()
+
+
+def _paths(exc: BaseException, path: str) -> list[str]:
+    """Flatten a cattrs error tree into 'path: message' lines."""
+    if isinstance(exc, ClassValidationError | IterableValidationError):
+        lines: list[str] = []
+        for sub in exc.exceptions:
+            child = path
+            for n in getattr(sub, "__notes__", []):
+                if hasattr(n, "name"):
+                    child = f"{path}.{n.name}" if path else n.name
+                    break
+                if hasattr(n, "index"):
+                    child = f"{path}.{n.index}"
+                    break
+            lines += _paths(sub, child)
+        return lines
+    if isinstance(exc, ForbiddenExtraKeysError):
+        keys = ", ".join(sorted(exc.extra_fields))
+        allowed = ", ".join(a.name for a in attrs.fields(exc.cl)) if attrs.has(exc.cl) else ""
+        where = f"{path}.{sorted(exc.extra_fields)[0]}" if path else sorted(exc.extra_fields)[0]
+        return [f"{where}: unknown key(s) {keys} (allowed: {allowed})"]
+    if isinstance(exc, KeyError):
+        return [f"{path}.{exc.args[0]}: required field is missing" if path else f"{exc.args[0]}: required field is missing"]
+    return [f"{path or '<root>'}: {type(exc).__name__}: {exc}"]
+
+
+def structure(data: Any, cls: type, *, path: str = "", source: str | Path | None = None) -> Any:
+    """Structure plain data into ``cls``; raise :class:`ConfigError` naming the bad field paths."""
+    if data is None:
+        data = {}
+    if attrs.has(cls) and not isinstance(data, Mapping):
+        raise ConfigError(f"{_where(source)}{path or '<root>'}: expected a mapping for {cls.__name__}, got {type(data).__name__}")
+    try:
+        return _CONVERTER.structure(data, cls)
+    except Exception as exc:
+        lines = _paths(exc, path)
+        raise ConfigError(f"{_where(source)}invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def _where(source: str | Path | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def unstructure(obj: Any) -> Any:
+    return _CONVERTER.unstructure(obj)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a raw config mapping."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form key.path=value")
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {item!r}: {where} is not a valid list index")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                if node.get(part) is None:
+                    node[part] = {}
+                node = node[part]
+            else:
+                raise ConfigError(f"override {item!r}: {where} is not a mapping")
+        last = parts[-1]
+        if isinstance(node, list):
+            if not last.isdigit() or int(last) >= len(node):
+                raise ConfigError(f"override {item!r}: {key} is not a valid list index")
+            node[int(last)] = _parse_value(raw)
+        else:
+            node[last] = _parse_value(raw)
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:  # one level of inheritance: keys here override the base file's
+        merged = read_yaml((path.parent / base) if not Path(base).is_absolute() else base)
+        data = _deep_merge(merged, data)
+    return data
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> tuple[RunConfig, dict[str, Any]]:
+    """Read a YAML config, apply overrides and structure it. Returns the config and the raw data."""
+    raw = apply_overrides(read_yaml(path), overrides)
+    return structure(raw, RunConfig, source=path), raw

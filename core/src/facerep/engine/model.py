@@ -1,0 +1,71 @@
+"""The mmengine model around an :class:`~facerep.protocols.Objective`, and its training step."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from mmengine.logging import MessageHub
+from mmengine.model import BaseModel, MMDistributedDataParallel
+from mmengine.optim import OptimWrapper
+
+__all__ = ["PretrainDDP", "PretrainModel"]
+
+
+class PretrainModel(BaseModel):
+    """Holds the objective (which holds the backbone). ``forward`` returns the loss dict."""
+
+    def __init__(self, objective: torch.nn.Module, *, precision: str = "fp32", channels_last: bool = False) -> None:
+        super().__init__()
+        self.objective = objective
+        self.precision = precision
+        self.channels_last = channels_last
+
+    def forward(self, views: list[torch.Tensor], data_samples: Any = None, mode: str = "loss") -> dict[str, torch.Tensor]:  # noqa: ARG002
+        out = self.objective(views)
+        logs = {k: torch.as_tensor(float(v)) for k, v in out.logs.items()}
+        return {"loss": out.loss, **logs}
+
+    def prepare(self, data: dict[str, Any]) -> list[torch.Tensor]:
+        """uint8 views from the loader -> normalised float views on the model's device."""
+        device = next(self.parameters()).device
+        views = []
+        for v in data["views"]:
+            v = self.objective.backbone.preprocess(v.to(device, non_blocking=True))
+            views.append(v.contiguous(memory_format=torch.channels_last) if self.channels_last else v)
+        return views
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "bf16":
+            device_type = next(self.parameters()).device.type
+            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self, data: dict[str, Any], optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
+        return _train_step(self, self, data, optim_wrapper)
+
+
+class PretrainDDP(MMDistributedDataParallel):
+    """DDP wrapper running the same step; the forward goes through DDP for gradient sync."""
+
+    def train_step(self, data: dict[str, Any], optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
+        return _train_step(self.module, self, data, optim_wrapper)
+
+
+def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, Any], optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
+    hub = MessageHub.get_current_instance()
+    step, max_steps = int(hub.get_info("iter", 0)), int(hub.get_info("max_iters", 1))
+    views = model.prepare(data)
+    with optim_wrapper.optim_context(caller), model.autocast():
+        outputs = caller(views, mode="loss")
+    loss = outputs.pop("loss")
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower the lr or check the data")
+    optim_wrapper.backward(optim_wrapper.scale_loss(loss))
+    model.objective.before_optimizer_step(step)
+    if optim_wrapper.should_update():
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+    model.objective.after_optimizer_step(step, max_steps)
+    return {"loss": loss.detach(), **outputs}

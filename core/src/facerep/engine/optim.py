@@ -1,0 +1,67 @@
+"""Optimizer, optim wrapper and per-iteration schedules from :class:`~facerep.config.TrainConfig`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from torch import nn
+
+from facerep.config import TrainConfig
+from facerep.errors import ConfigError
+
+__all__ = ["build_optim_wrapper", "build_schedulers", "param_groups"]
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Two groups: parameters whose name contains a ``no_decay`` key (or that are 1-d) get no decay."""
+    decay, skip = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        lname = name.lower()
+        (skip if no_decay and (p.ndim <= 1 or any(k in lname for k in no_decay)) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if skip:
+        groups.append({"params": skip, "weight_decay": 0.0})
+    return groups
+
+
+def build_optim_wrapper(model: nn.Module, cfg: TrainConfig, global_batch: int, device_type: str) -> tuple[OptimWrapper, float]:
+    """Returns the wrapper and the (batch-scaled) peak learning rate."""
+    opt = cfg.optimizer
+    lr = opt.lr * (global_batch / opt.lr_reference_batch if opt.lr_reference_batch else 1.0)
+    groups = param_groups(model, opt.weight_decay, opt.no_decay)
+    if opt.type == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
+    elif opt.type == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=opt.betas)
+    else:
+        # LARS (You et al. 2017) from timm; SwAV / Bulat et al. use LARC with trust 0.001 and no
+        # clipping, adapting every parameter (always_adapt), hence no no-decay group in their preset.
+        from timm.optim import Lars
+
+        optimizer = Lars(groups, lr=lr, momentum=opt.momentum, trust_coeff=opt.trust_coefficient, trust_clip=False, always_adapt=True)
+    clip = {"max_norm": cfg.grad_clip} if cfg.grad_clip else None
+    if cfg.precision == "fp16":
+        if device_type != "cuda":
+            raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
+        return AmpOptimWrapper(optimizer=optimizer, dtype="float16", clip_grad=clip), lr
+    # bf16 needs no loss scaling: the model's autocast context handles it (also on CPU).
+    return OptimWrapper(optimizer=optimizer, clip_grad=clip), lr
+
+
+def build_schedulers(cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:
+    """Linear warm-up, cosine decay to ``final_factor * lr``; optional cosine weight-decay schedule."""
+    s, n = cfg.schedule, cfg.max_steps
+    warm = min(s.warmup_steps, n)
+    out: list[dict[str, Any]] = []
+    if warm > 0:
+        out.append(dict(type="LinearLR", start_factor=s.warmup_start_factor, by_epoch=False, begin=0, end=warm))
+    if n > warm:
+        out.append(dict(type="CosineAnnealingLR", T_max=n - warm, eta_min=lr * s.final_factor, by_epoch=False, begin=warm, end=n))
+    if s.final_weight_decay is not None and cfg.optimizer.weight_decay > 0:
+        ratio = s.final_weight_decay / cfg.optimizer.weight_decay  # a ratio keeps no-decay groups at 0
+        out.append(dict(type="CosineAnnealingParamScheduler", param_name="weight_decay", T_max=n, eta_min_ratio=ratio, by_epoch=False, begin=0, end=n))
+    return out

@@ -1,0 +1,119 @@
+"""Linear probe: frozen backbone, standardised pooled features, L2-regularised linear classifier.
+
+The L2 weight is chosen on a seeded validation split of the *training* data, then the classifier
+is refit on the whole training split and scored once on the test split (which is never used for
+any choice). Single-label targets get multinomial logistic regression (accuracy); multi-label 0/1
+targets such as the 40 CelebA attributes get one logistic regression per column (mean accuracy).
+Fitting is full-batch L-BFGS on the extracted features, which is exact and fast at probe scale.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facerep.eval.features import extract_features
+from facerep.protocols import Backbone, FaceDataset
+
+__all__ = ["LinearProbe", "LinearProbeParams", "fit_linear", "standardize"]
+
+
+@attrs.frozen
+class LinearProbeParams:
+    image_size: int | None = None  # resize inputs to this square size (None: as stored)
+    batch_size: int = 256
+    num_workers: int = 0
+    precision: str = "fp32"
+    l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    val_fraction: float = 0.2
+    max_iter: int = 300
+    #: Feature std is clamped from below at this fraction of the mean std: near-dead dimensions
+    #: would otherwise explode on the test split (see notes/science.md).
+    std_floor: float = 0.01
+    seed: int = 0
+
+
+def standardize(train: np.ndarray, *others: np.ndarray, std_floor: float = 0.01) -> list[np.ndarray]:
+    mean = train.mean(0)
+    std = train.std(0)
+    std = np.maximum(std, std_floor * float(std.mean()) + 1e-12)
+    return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
+
+
+def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    if multilabel:
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+    return F.cross_entropy(logits, y)
+
+
+def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
+               init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,))."""
+    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
+    w = torch.zeros(x.shape[1], n_out, dtype=torch.float64) if init is None else init[0].clone()
+    b = torch.zeros(n_out, dtype=torch.float64) if init is None else init[1].clone()
+    w.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = _loss(xt @ w + b, yt, multilabel) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach(), b.detach()
+
+
+def _predict(x: np.ndarray, wb: tuple[torch.Tensor, torch.Tensor], multilabel: bool) -> np.ndarray:
+    logits = torch.from_numpy(x).double() @ wb[0] + wb[1]
+    return (logits > 0).long().numpy() if multilabel else logits.argmax(1).numpy()
+
+
+def _scores(pred: np.ndarray, y: np.ndarray, multilabel: bool, prefix: str = "") -> dict[str, float]:
+    if multilabel:
+        per = (pred == y).mean(0)
+        return {f"{prefix}mean_acc": float(per.mean()), **{f"{prefix}acc_{i}": float(a) for i, a in enumerate(per)}}
+    out = {f"{prefix}acc": float((pred == y).mean())}
+    classes = np.unique(y)
+    out[f"{prefix}mean_class_acc"] = float(np.mean([(pred[y == c] == c).mean() for c in classes]))
+    return out
+
+
+def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: LinearProbeParams) -> dict[str, float]:
+    """The probe on already extracted features (also used by benchmarks)."""
+    multilabel = ytr.ndim == 2
+    n_out = ytr.shape[1] if multilabel else int(max(ytr.max(), yte.max()) + 1)
+    rng = np.random.default_rng(p.seed)
+    perm = rng.permutation(len(xtr))
+    n_val = max(1, int(round(p.val_fraction * len(xtr))))
+    val, fit = perm[:n_val], perm[n_val:]
+    xf, xv = standardize(xtr[fit], xtr[val], std_floor=p.std_floor)
+    best, best_acc, wb = p.l2_grid[-1], -1.0, None
+    for l2 in sorted(p.l2_grid, reverse=True):  # strong -> weak, warm-started
+        wb = fit_linear(xf, ytr[fit], l2, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=wb)
+        acc = next(iter(_scores(_predict(xv, wb, multilabel), ytr[val], multilabel).values()))
+        if acc > best_acc:
+            best, best_acc = l2, acc
+    xa, xt = standardize(xtr, xte, std_floor=p.std_floor)
+    wb = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter)
+    out = _scores(_predict(xt, wb, multilabel), yte, multilabel)
+    out.update(l2=best, val_score=best_acc, n_train=float(len(xtr)), n_test=float(len(xte)), dim=float(xtr.shape[1]))
+    return out
+
+
+class LinearProbe:
+    name = "linear_probe"
+
+    def __init__(self, params: LinearProbeParams | None = None) -> None:
+        self.params = params or LinearProbeParams()
+
+    def run(self, backbone: Backbone, train: FaceDataset, test: FaceDataset, label: str) -> dict[str, float]:
+        p = self.params
+        kw = dict(image_size=p.image_size, batch_size=p.batch_size, num_workers=p.num_workers, precision=p.precision)
+        xtr, ytr = extract_features(backbone, train, label, **kw)
+        xte, yte = extract_features(backbone, test, label, **kw)
+        return probe_features(xtr, ytr, xte, yte, p)

@@ -1,0 +1,139 @@
+"""``facerep run``: config -> resolved components -> work dir -> pretraining -> evaluation."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from facerep.build import Resolved, build, resolve, resolve_run
+from facerep.config import RunConfig, load_config, unstructure
+from facerep.errors import ConfigError, PluginError
+from facerep.plugins import PluginSet, get_plugins
+
+__all__ = ["evaluate", "run", "write_run_record"]
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False)
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if rev.returncode != 0:
+        return "unknown (not a git checkout)"
+    return rev.stdout.strip() + (" (dirty)" if dirty.stdout.strip() else "")
+
+
+def _check_required(cfg: RunConfig, plugins: PluginSet) -> None:
+    have = {r.dist.lower() for r in plugins.loaded}
+    missing = [d for d in cfg.required_plugins if d.split(">")[0].split("=")[0].strip().lower() not in have]
+    if missing:
+        raise PluginError(f"required_plugins: not installed or not loaded: {', '.join(missing)} (loaded: {', '.join(sorted(have))})")
+
+
+def component_table(items: list[Resolved]) -> str:
+    from facerep.cli import _table
+
+    return _table([(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items], ("config path", "kind", "component", "provided by"))
+
+
+def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None:
+    """The resolved config, the plugin manifest and the git revision, beside the results."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "config.yaml").write_text(yaml.safe_dump(unstructure(cfg), sort_keys=False))
+    (work_dir / "plugins.json").write_text(json.dumps(plugins.manifest(), indent=2))
+    env = {"git": _git_revision(), "python": sys.version.split()[0], "platform": platform.platform(), "argv": sys.argv}
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    (work_dir / "environment.json").write_text(json.dumps(env, indent=2))
+
+
+def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet) -> list[dict[str, Any]]:
+    results = []
+    for i, ev in enumerate(cfg.evaluate):
+        start = time.perf_counter()
+        protocol = build(resolve("protocol", ev.protocol, f"evaluate.{i}.protocol", plugins))
+        train = build(resolve("dataset", ev.train, f"evaluate.{i}.train", plugins))
+        test = build(resolve("dataset", ev.test, f"evaluate.{i}.test", plugins))
+        metrics = protocol.run(backbone, train, test, ev.label)
+        results.append({
+            "name": ev.name or f"{train.info.name}/{ev.label}",
+            "protocol": ev.protocol.name,
+            "label": ev.label,
+            "train": f"{train.info.name}:{train.info.split} ({len(train)})",
+            "test": f"{test.info.name}:{test.info.split} ({len(test)})",
+            "metrics": metrics,
+            "seconds": round(time.perf_counter() - start, 1),
+        })
+    return results
+
+
+def results_markdown(title: str, results: list[dict[str, Any]]) -> str:
+    lines = [f"# {title}", "", "| evaluation | protocol | train | test | score | seconds |", "|---|---|---|---|---|---|"]
+    for r in results:
+        m = r["metrics"]
+        key = next((k for k in ("mean_acc", "acc") if k in m), next(iter(m)))
+        lines.append(f"| {r['name']} | {r['protocol']} | {r['train']} | {r['test']} | {key} {m[key]:.4f} | {r['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, work_dir: str | Path | None = None,
+        resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None) -> dict[str, Any]:
+    plugins = plugins or get_plugins()
+    cfg, _ = load_config(config, overrides)
+    _check_required(cfg, plugins)
+    resolved = resolve_run(cfg, plugins)
+    if not resolved:
+        raise ConfigError(f"{config}: nothing to do (no 'objective' to pretrain and no 'evaluate' entries)")
+    print(component_table(resolved))
+    if dry_run:
+        return {"resolved": resolved}
+    out = Path(work_dir or cfg.work_dir or Path("work_dirs") / cfg.name)
+    write_run_record(out, cfg, plugins)
+    summary: dict[str, Any] = {"work_dir": str(out)}
+    import torch
+
+    from facerep import dist
+
+    start = time.perf_counter()
+    if cfg.objective is not None:
+        from facerep.engine.runner import pretrain
+
+        path = pretrain(cfg, out, plugins, resume=resume, stop_after=stop_after)
+        if path is None:
+            print(f"stopped after {stop_after} steps; continue with: facerep run {config} --resume --work-dir {out}")
+            return summary
+        summary["backbone"] = str(path)
+        summary["pretrain_seconds"] = round(time.perf_counter() - start, 1)
+        from facerep.checkpoint import load_backbone
+
+        backbone = load_backbone(path, plugins) if dist.rank() == 0 else None
+    elif cfg.backbone_weights is not None:
+        from facerep.checkpoint import load_backbone
+        from facerep.data.folder import expand_path
+
+        backbone = load_backbone(expand_path(cfg.backbone_weights), plugins)
+    elif cfg.backbone is not None:
+        torch.manual_seed(cfg.seed)  # "random weights" baselines are seeded too
+        backbone = build(resolve("backbone", cfg.backbone, "backbone", plugins))
+    else:
+        raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
+    if cfg.evaluate and dist.rank() == 0:
+        results = evaluate(cfg, backbone, plugins)
+        summary["results"] = results
+        (out / "results.json").write_text(json.dumps(summary, indent=2))
+        table = results_markdown(cfg.name, results)
+        (out / "results.md").write_text(table)
+        print("\n" + table)
+    return summary

@@ -1,0 +1,1 @@
+"""Test helpers for plugin authors: fixtures and contract suites (see ``facerep.testing.plugin``)."""

@@ -1,0 +1,71 @@
+"""Tiny components for tests of the machinery (runner, resume, plugins): NOT methods to train with.
+
+``ToyContrastive`` is a two-view InfoNCE (SimCLR's NT-Xent restricted to cross-view pairs) on a
+linear projection; its view transform is a seeded random crop plus flip in numpy.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facerep.types import LossOutput, Sample
+
+__all__ = ["ToyContrastive", "ToyParams", "toy_views"]
+
+
+@attrs.frozen
+class ToyParams:
+    out_dim: int = 16
+    temperature: float = 0.5
+    crop: int = 24
+    #: Momentum of an EMA copy of the projector, to exercise after_optimizer_step state in resume tests.
+    ema: float = 0.9
+
+
+def toy_views(sample: Sample, rng: np.random.Generator, crop: int) -> list[np.ndarray]:
+    img = sample.image
+    h, w = img.shape[:2]
+    views = []
+    for _ in range(2):
+        y, x = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        v = img[y : y + crop, x : x + crop]
+        views.append(np.ascontiguousarray(v[:, ::-1] if rng.random() < 0.5 else v))
+    return views
+
+
+class ToyContrastive(nn.Module):
+    def __init__(self, params: ToyParams | None = None, *, backbone: nn.Module) -> None:
+        super().__init__()
+        self.params = params = params or ToyParams()
+        self.backbone = backbone
+        self.projector = nn.Linear(backbone.embed_dim, params.out_dim)
+        self.ema_projector = nn.Linear(backbone.embed_dim, params.out_dim).requires_grad_(False)
+        self.ema_projector.load_state_dict(self.projector.state_dict())
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
+
+    def view_transform(self):  # noqa: ANN201
+        return lambda sample, rng: toy_views(sample, rng, self.params.crop)
+
+    def forward(self, views: list[torch.Tensor]) -> LossOutput:
+        z = F.normalize(self.projector(self.backbone(torch.cat(views)).pooled), dim=1)  # (2B, d)
+        z1, z2 = z.chunk(2)
+        logits = z1 @ z2.T / self.params.temperature  # (B, B); positives on the diagonal
+        target = torch.arange(len(z1), device=z.device)
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        return LossOutput(loss, {"z_std": float(z.detach().std(0).mean())})
+
+    def before_optimizer_step(self, step: int) -> None:
+        pass
+
+    def after_optimizer_step(self, step: int, max_steps: int) -> None:
+        from facerep.engine.ema import momentum_update
+
+        momentum_update(self.ema_projector, self.projector, self.params.ema)
+        self.steps_seen += 1
+
+    def exported_backbone(self) -> nn.Module:
+        return self.backbone

@@ -1,0 +1,113 @@
+"""Plain data types shared by every component: one face (`Sample`), what a backbone returns
+(`Features`), what an objective or head returns (`LossOutput`) and what a dataset knows about its
+labels (`DatasetInfo`).
+
+These are deliberately torch-free at import time except for type annotations, so that datasets and
+the CLI can use them without importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+__all__ = ["DatasetInfo", "Features", "LossOutput", "Sample"]
+
+
+def _check_image(instance: Sample, attribute: attrs.Attribute, value: np.ndarray) -> None:
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 3 or value.shape[2] != 3:
+        got = f"{type(value).__name__} {getattr(value, 'dtype', '')} {getattr(value, 'shape', '')}"
+        raise ValueError(f"Sample.image must be an HxWx3 uint8 RGB array, got {got} ({instance.meta.get('path', '?')})")
+
+
+@attrs.define(eq=False)
+class Sample:
+    """One face: an RGB uint8 image and whatever labels the source provides.
+
+    Every label is optional; ``None`` means "not annotated", which is the normal case for
+    unlabelled pretraining data.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        identity: integer identity label (recognition).
+        landmarks: ``(K, 2)`` float32 pixel coordinates ``(x, y)`` in this image, 0-based.
+        mask: ``(H, W)`` uint8 class-index parsing mask aligned with ``image``.
+        attributes: ``(A,)`` binary attribute vector (0/1 as uint8).
+        expression: integer expression class.
+        aus: ``(U,)`` action-unit occurrence (0/1) or intensity (float) vector.
+        caption: free text (image-text methods).
+        meta: anything else; ``meta["path"]`` is the source file when there is one.
+    """
+
+    image: np.ndarray = attrs.field(validator=_check_image)
+    identity: int | None = None
+    landmarks: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    expression: int | None = None
+    aus: np.ndarray | None = None
+    caption: str | None = None
+    meta: dict[str, Any] = attrs.field(factory=dict)
+
+    #: Names of the label fields, in a stable order (used by probes: ``label="expression"``).
+    LABEL_FIELDS = ("identity", "landmarks", "mask", "attributes", "expression", "aus", "caption")
+
+    def label(self, name: str) -> Any:
+        if name not in self.LABEL_FIELDS:
+            raise KeyError(f"unknown label field {name!r}; choose one of {', '.join(self.LABEL_FIELDS)}")
+        return getattr(self, name)
+
+
+@attrs.frozen
+class DatasetInfo:
+    """What a dataset knows about itself and its labels.
+
+    Attributes:
+        name: short dataset name, e.g. ``"fer2013"``.
+        split: ``"train"``, ``"test"``, ... or ``"all"``.
+        labels: label fields that every sample carries (subset of ``Sample.LABEL_FIELDS``).
+        class_names: names of the classes, per label field (``{"expression": ("angry", ...)}``).
+        landmark_scheme: e.g. ``"68"``, ``"5"`` (None when there are no landmarks).
+        flip_pairs: landmark index pairs swapped by a horizontal flip.
+        synthetic: True for generated data (never report numbers on it as real results).
+    """
+
+    name: str
+    split: str = "all"
+    labels: tuple[str, ...] = ()
+    class_names: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
+    landmark_scheme: str | None = None
+    flip_pairs: tuple[tuple[int, int], ...] = ()
+    synthetic: bool = False
+
+
+@attrs.define(eq=False)
+class Features:
+    """What a backbone returns for a batch.
+
+    Attributes:
+        pooled: ``(B, D)`` global vector (CLS token for ViTs, global average pool for CNNs).
+        tokens: ``(B, N, D)`` patch tokens of the last layer (ViT) or the flattened last feature
+            map (CNN); None when the backbone has neither.
+        layers: chosen intermediate layers as ``(B, C, h, w)`` maps, in the order configured
+            (ViT patch tokens are reshaped to their grid), for feature pyramids.
+        layer_cls: per chosen layer, the ``(B, D)`` CLS token (ViTs only; empty otherwise).
+    """
+
+    pooled: torch.Tensor
+    tokens: torch.Tensor | None = None
+    layers: list[torch.Tensor] = attrs.field(factory=list)
+    layer_cls: list[torch.Tensor] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class LossOutput:
+    """A scalar loss to minimise plus float logs (detached, for the logger)."""
+
+    loss: torch.Tensor
+    logs: dict[str, float] = attrs.field(factory=dict)
