@@ -113,6 +113,8 @@ class RunConfig:
     backbone_weights: str | None = None
     train: TrainConfig = TrainConfig()
     evaluate: tuple[EvalConfig, ...] = ()
+    #: Also evaluate the same backbone with random (seeded) weights, side by side.
+    compare_random_init: bool = False
     #: Distributions that must be installed, e.g. ``["facerep-frl"]``.
     required_plugins: tuple[str, ...] = ()
 

@@ -75,6 +75,9 @@ def facerep_register(registrar: Registrar) -> None:
     - ``task``:      ``target(params) -> Task``
     - ``protocol``:  ``target(params) -> Protocol``
 
+    Give your params class a ``tiny()`` classmethod returning CPU-sized parameters: the
+    ``facerep.testing`` contract suites use it to exercise every registered component.
+
     Nothing is imported here; a wrong import string is reported by ``facerep plugins check`` and
     when a run resolves its components. Registering a name twice, or a name another plugin
     already registered, is an error naming both distributions.

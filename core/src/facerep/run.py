@@ -44,6 +44,16 @@ def component_table(items: list[Resolved]) -> str:
     return _table([(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items], ("config path", "kind", "component", "provided by"))
 
 
+def _backbone_config(cfg: RunConfig) -> Any:
+    if cfg.backbone_weights is not None:
+        from facerep.checkpoint import read_sidecar
+        from facerep.config import ComponentConfig, structure
+        from facerep.data.folder import expand_path
+
+        return structure(read_sidecar(expand_path(cfg.backbone_weights))["backbone"], ComponentConfig, path="backbone")
+    return cfg.backbone
+
+
 def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None:
     """The resolved config, the plugin manifest and the git revision, beside the results."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -80,11 +90,11 @@ def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet) -> list[dict[str
 
 
 def results_markdown(title: str, results: list[dict[str, Any]]) -> str:
-    lines = [f"# {title}", "", "| evaluation | protocol | train | test | score | seconds |", "|---|---|---|---|---|---|"]
+    lines = [f"# {title}", "", "| evaluation | weights | protocol | train | test | score | seconds |", "|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["metrics"]
         key = next((k for k in ("mean_acc", "acc") if k in m), next(iter(m)))
-        lines.append(f"| {r['name']} | {r['protocol']} | {r['train']} | {r['test']} | {key} {m[key]:.4f} | {r['seconds']} |")
+        lines.append(f"| {r['name']} | {r.get('weights', '')} | {r['protocol']} | {r['train']} | {r['test']} | {key} {m[key]:.4f} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -131,6 +141,14 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
         raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
     if cfg.evaluate and dist.rank() == 0:
         results = evaluate(cfg, backbone, plugins)
+        for r in results:
+            r["weights"] = "pretrained" if cfg.objective is not None or cfg.backbone_weights else "random init"
+        if cfg.compare_random_init and (cfg.objective is not None or cfg.backbone_weights):
+            torch.manual_seed(cfg.seed)
+            random_backbone = build(resolve("backbone", _backbone_config(cfg), "backbone", plugins))
+            for r in evaluate(cfg, random_backbone, plugins):
+                r["weights"] = "random init"
+                results.append(r)
         summary["results"] = results
         (out / "results.json").write_text(json.dumps(summary, indent=2))
         table = results_markdown(cfg.name, results)

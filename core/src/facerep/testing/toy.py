@@ -12,9 +12,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerep.types import LossOutput, Sample
+from facerep.types import DatasetInfo, LossOutput, Sample
 
-__all__ = ["ToyContrastive", "ToyParams", "toy_views"]
+__all__ = ["NoiseFaces", "NoiseParams", "ToyContrastive", "ToyParams", "toy_views"]
+
+
+@attrs.frozen
+class NoiseParams:
+    n: int = 32
+    size: int = 32
+    seed: int = 0
+
+
+class NoiseFaces:
+    """In-memory random RGB images with a two-class label: a stand-in dataset for machinery tests."""
+
+    def __init__(self, params: NoiseParams | None = None) -> None:
+        p = params or NoiseParams()
+        self.images = np.random.default_rng(p.seed).integers(0, 256, size=(p.n, p.size, p.size, 3), dtype=np.uint8)
+        self.info = DatasetInfo(name="noise", labels=("expression",), class_names={"expression": ("a", "b")}, synthetic=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(image=self.images[i], expression=int(i % 2), meta={"path": f"noise://{i}"})
 
 
 @attrs.frozen

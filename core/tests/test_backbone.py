@@ -1,0 +1,39 @@
+"""The timm adapter: pooled vector, tokens and intermediate layers for CNNs and ViTs."""
+
+from __future__ import annotations
+
+import torch
+
+from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+
+
+def test_resnet_pooled_tokens_and_stage_maps():
+    bb = TimmBackbone(TimmBackboneParams(model="resnet18", layers=(2, 3, 4)))
+    out = bb(torch.randn(2, 3, 64, 64))
+    assert out.pooled.shape == (2, 512) and bb.embed_dim == 512
+    assert [tuple(m.shape) for m in out.layers] == [(2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]
+    assert bb.layer_dims == [128, 256, 512]
+    assert out.tokens.shape == (2, 4, 512)  # 2x2 final map flattened
+    # the pooled vector is the global average of the final map
+    torch.testing.assert_close(out.pooled, out.layers[-1].mean((2, 3)))
+
+
+def test_vit_layers_are_patch_grids_with_cls_tokens():
+    bb = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=64, patch_size=8, layers=(3, 5, 7, 11)))
+    x = torch.randn(2, 3, 64, 64)
+    out = bb(x)
+    assert out.pooled.shape == (2, 192)
+    assert out.tokens.shape == (2, 64, 192)  # 8x8 patches, CLS dropped
+    assert [tuple(m.shape) for m in out.layers] == [(2, 192, 8, 8)] * 4
+    assert len(out.layer_cls) == 4 and out.layer_cls[0].shape == (2, 192)
+    assert bb.layer_dims == [192] * 4
+    # the last intermediate layer (block 12, before the final norm) differs from the normed tokens
+    assert not torch.allclose(out.layers[-1].flatten(2).transpose(1, 2), out.tokens)
+
+
+def test_preprocess_normalises_uint8_with_configured_statistics():
+    bb = TimmBackbone(TimmBackboneParams(model="resnet10t", mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0)))
+    x = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    y = bb.preprocess(x)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))

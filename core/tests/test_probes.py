@@ -1,0 +1,69 @@
+"""Linear probe and k-NN on hand-made feature sets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facerep.eval.knn import knn_predict
+from facerep.eval.linear_probe import LinearProbeParams, probe_features, standardize
+
+
+def _blobs(n: int, d: int, classes: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(classes, d)) * sep
+    y = rng.integers(0, classes, size=n)
+    return (centers[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def test_standardize_clamps_near_dead_dimensions():
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(100, 3)).astype(np.float32)
+    train[:, 2] = 1.0 + 1e-9 * rng.normal(size=100)  # almost dead on train
+    test = train.copy()
+    test[:, 2] = 2.0  # shifts on test
+    tr, te = standardize(train, test, std_floor=0.01)
+    assert np.abs(te[:, 2]).max() < 200  # 1 / (0.01 * mean std) scale, not 1e9
+    np.testing.assert_allclose(tr[:, :2].mean(0), 0, atol=1e-6)
+    np.testing.assert_allclose(tr[:, :2].std(0), 1, atol=1e-5)
+
+
+def test_probe_separates_separable_classes_and_is_chance_on_noise():
+    x, y = _blobs(600, 16, 4, sep=6.0, seed=0)
+    out = probe_features(x[:400], y[:400], x[400:], y[400:], LinearProbeParams())
+    assert out["acc"] > 0.98
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=(600, 16)).astype(np.float32)
+    labels = rng.integers(0, 4, size=600)
+    chance = probe_features(noise[:400], labels[:400], noise[400:], labels[400:], LinearProbeParams())
+    assert 0.1 < chance["acc"] < 0.4
+
+
+def test_probe_never_looks_at_test_labels_when_choosing_l2():
+    x, y = _blobs(500, 32, 3, sep=1.0, seed=2)
+    p = LinearProbeParams()
+    a = probe_features(x[:300], y[:300], x[300:], y[300:], p)
+    b = probe_features(x[:300], y[:300], x[300:], (y[300:] + 1) % 3, p)
+    assert a["l2"] == b["l2"] and a["val_score"] == b["val_score"]
+    assert a["acc"] != b["acc"]
+
+
+def test_probe_multilabel_reports_mean_accuracy_over_columns():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 8)).astype(np.float32)
+    y = np.stack([(x[:, 0] > 0), (x[:, 1] < 0), np.zeros(400, bool)], 1).astype(np.int64)
+    out = probe_features(x[:300], y[:300], x[300:], y[300:], LinearProbeParams())
+    assert out["acc_2"] == 1.0  # constant column
+    assert out["acc_0"] > 0.95 and out["acc_1"] > 0.95
+    np.testing.assert_allclose(out["mean_acc"], np.mean([out["acc_0"], out["acc_1"], out["acc_2"]]))
+
+
+def test_knn_weighted_vote_matches_hand_computation():
+    train = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    y = np.array([0, 0, 1, 1])
+    test = np.array([[1, 0.05], [0.2, 1]], np.float32)
+    np.testing.assert_array_equal(knn_predict(train, y, test, k=2, temperature=0.1), [0, 1])
+    # k=4 with a huge temperature is a plain majority; with a tie-breaking third vote for class 1
+    y3 = np.array([0, 1, 1, 1])
+    assert knn_predict(train, y3, test[:1], k=4, temperature=100.0)[0] == 1
+    # with a sharp temperature the single nearest neighbour dominates
+    assert knn_predict(train, y3, test[:1], k=4, temperature=0.01)[0] == 0
