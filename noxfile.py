@@ -1,0 +1,61 @@
+"""Developer sessions. `nox -l` lists them.
+
+- tests:       the full suite in one environment (what CI runs)
+- core:        core alone, no plugin installed
+- plugin:      each plugin alone with core, in its own venv (proves no hidden cross-plugin deps)
+- integration: core + every plugin + the example third-party plugin
+- lint:        ruff
+- bench:       speed and quality benchmarks (ratios against a peer library, lightly, in one run)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install(session: nox.Session, *packages: str) -> None:
+    session.install("-c", "constraints.txt", *TORCH)
+    session.install("-c", "constraints.txt", "pytest", *packages)
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    extras = [f"-e{p}" for p in ["core", *(f"plugins/{n}" for n in PLUGINS), "integration_tests/plugins/facerep-example-objective"]]
+    _install(session, *extras)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def core(session: nox.Session) -> None:
+    _install(session, "-ecore")
+    session.run("pytest", "core/tests", *session.posargs)
+
+
+@nox.session(python="3.11")
+@nox.parametrize("plugin", PLUGINS)
+def plugin(session: nox.Session, plugin: str) -> None:
+    _install(session, "-ecore", f"-eplugins/{plugin}")
+    short = plugin.removeprefix("facerep-").replace("-", "_")
+    session.run("facerep", "plugins", "check", "--expect", short)  # entry-point name = dist name minus "facerep-"
+    session.run("pytest", f"plugins/{plugin}/tests", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff==0.14.0")
+    session.run("ruff", "check", "core", "plugins", "integration_tests", "benchmarks")
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    extras = [f"-e{p}" for p in ["core", *(f"plugins/{n}" for n in PLUGINS)]]
+    _install(session, *extras, "lightly")
+    session.run("python", "benchmarks/run.py", *session.posargs)
