@@ -8,10 +8,13 @@ configs run from the project root find the development data.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import attrs
+import cv2
+import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.errors import DataError
@@ -65,6 +68,11 @@ class ImageFolderParams:
     name: str = "image_folder"
     split: str = "train"
     on_error: Literal["raise", "skip"] = "raise"
+    #: Resize every image so that its shorter side is this many pixels, at decode time.
+    resize: int | None = None
+    #: Decode (and resize) every image once at construction and keep the uint8 arrays in memory;
+    #: worth it for small pools that are read many times (pretraining), with ``resize`` set.
+    preload: bool = False
 
 
 class ImageFolder:
@@ -98,7 +106,30 @@ class ImageFolder:
         self.info = DatasetInfo(
             name=params.name, split=params.split, labels=labels, class_names={params.label_field: tuple(classes)} if labels else {}
         )
-        self.skipped: list[str] = []
+        self.skipped: set[str] = set()  # unreadable files met so far (on_error: skip)
+        self._cache: list[np.ndarray | None] | None = None
+        if params.preload:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # cv2 releases the GIL
+                self._cache = list(pool.map(self._decode_or_none, self.files))
+
+    def _decode(self, path: Path) -> np.ndarray:
+        image = decode_image(path)
+        size = self.params.resize
+        if size is not None and min(image.shape[:2]) != size:
+            h, w = image.shape[:2]
+            scale = size / min(h, w)
+            new = (max(1, round(w * scale)), max(1, round(h * scale)))
+            image = cv2.resize(image, new, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        return image
+
+    def _decode_or_none(self, path: Path) -> np.ndarray | None:
+        try:
+            return self._decode(path)
+        except DataError:
+            if self.params.on_error == "raise":
+                raise
+            self.skipped.add(str(path))
+            return None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -107,12 +138,11 @@ class ImageFolder:
         for attempt in range(len(self.files)):
             i = (index + attempt) % len(self.files)
             path = self.files[i]
-            try:
-                image = decode_image(path)
-            except DataError:
-                if self.params.on_error == "raise":
-                    raise
-                self.skipped.append(str(path))
+            if self._cache is not None:
+                image = self._cache[i]
+            else:
+                image = self._decode_or_none(path)
+            if image is None:
                 continue
             sample = Sample(image=image, meta={"path": str(path), "index": i})
             if self.targets:
