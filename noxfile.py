@@ -3,7 +3,6 @@
 - tests:       the full suite in one environment (what CI runs)
 - core:        core alone, no plugin installed
 - plugin:      each plugin alone with core, in its own venv (proves no hidden cross-plugin deps)
-- integration: core + every plugin + the example third-party plugin
 - lint:        ruff
 - bench:       speed and quality benchmarks (ratios against a peer library, lightly, in one run)
 """

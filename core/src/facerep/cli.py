@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facerep import __version__
-from facerep.errors import ConfigError, FacerepError
+from facerep.errors import ConfigError, FacerepError, PluginError
 
 __all__ = ["main"]
 
@@ -49,6 +49,8 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
         try:
             spec.load()
             spec.load_params()
+        except PluginError as exc:  # already names the component, its distribution and the import string
+            failures.append(str(exc))
         except Exception as exc:  # report every broken import string, not just the first
             failures.append(f"{spec.kind} {spec.name} ({spec.dist}): cannot import: {type(exc).__name__}: {exc}")
     loaded = {r.name for r in plugins.loaded}

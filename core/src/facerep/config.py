@@ -43,6 +43,13 @@ class ComponentConfig:
     name: str
     params: dict[str, Any] = attrs.field(factory=dict)
 
+    @classmethod
+    def from_scalar(cls, value: object) -> ComponentConfig:
+        """``backbone: core.timm`` is short for ``backbone: {name: core.timm}``."""
+        if not isinstance(value, str):
+            raise TypeError(f"expected a component name or {{name, params}}, got {value!r}")
+        return cls(value)
+
 
 @attrs.frozen
 class OptimizerConfig:
@@ -154,7 +161,7 @@ def _paths(exc: BaseException, path: str) -> list[str]:
                 if hasattr(n, "name"):
                     child = f"{path}.{n.name}" if path else n.name
                     break
-                if hasattr(n, "index"):
+                if isinstance(getattr(n, "index", None), int):  # not str.index: cattrs also adds plain-str notes
                     child = f"{path}.{n.index}"
                     break
             lines += _paths(sub, child)
@@ -165,7 +172,10 @@ def _paths(exc: BaseException, path: str) -> list[str]:
         where = f"{path}.{sorted(exc.extra_fields)[0]}" if path else sorted(exc.extra_fields)[0]
         return [f"{where}: unknown key(s) {keys} (allowed: {allowed})"]
     if isinstance(exc, KeyError):
-        return [f"{path}.{exc.args[0]}: required field is missing" if path else f"{exc.args[0]}: required field is missing"]
+        # cattrs' note has already put the missing field's name at the end of ``path``
+        field = str(exc.args[0]) if exc.args else "?"
+        where = path if path.rsplit(".", 1)[-1] == field else (f"{path}.{field}" if path else field)
+        return [f"{where}: required field is missing"]
     return [f"{path or '<root>'}: {type(exc).__name__}: {exc}"]
 
 
@@ -216,15 +226,17 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
                 if node.get(part) is None:
                     node[part] = {}
                 node = node[part]
-            else:
-                raise ConfigError(f"override {item!r}: {where} is not a mapping")
+            else:  # the node reached so far (parts[:i]) holds a plain value
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i])} is not a mapping")
         last = parts[-1]
         if isinstance(node, list):
             if not last.isdigit() or int(last) >= len(node):
                 raise ConfigError(f"override {item!r}: {key} is not a valid list index")
             node[int(last)] = _parse_value(raw)
-        else:
+        elif isinstance(node, dict):
             node[last] = _parse_value(raw)
+        else:
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:-1])} is not a mapping")
     return data
 
 

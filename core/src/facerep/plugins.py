@@ -80,9 +80,10 @@ def _strict_default() -> bool:
 
 
 def _report(record: PluginRecord, strict: bool, exc: BaseException | None = None) -> None:
-    message = f"facerep plugin {record.name!r} from {record.dist} {record.version} was skipped ({record.status}): {record.error}"
+    message = f"facerep plugin {record.name!r} from {record.dist} {record.version} ({record.status}): {record.error}"
     if strict:
         raise PluginError(message + " [FACEREP_STRICT_PLUGINS is set]") from exc
+    message = message.replace(f" ({record.status}):", f" was skipped ({record.status}):")
     warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
@@ -144,6 +145,9 @@ def load_plugins(
             continue
         _register(pm, records, module, base, strict)
     for name, obj in extra:
+        if name in records:  # as for two entry points: never replace (or drop) an installed plugin
+            other = records[name]
+            raise RegistrationCollisionError(f"plugin name {name!r} is provided by both {other.dist} {other.version} and <local> 0")
         _register(pm, records, obj, dict(name=name, dist="<local>", version="0", module=getattr(obj, "__name__", repr(obj))), strict)
 
     registry = Registry()
@@ -160,6 +164,7 @@ def load_plugins(
             raise
         except Exception as exc:
             pm.unregister(name=name)
+            registry.discard_plugin(name)  # nothing it registered before failing stays visible
             records[name] = attrs.evolve(record, status="failed", error=f"facerep_register failed: {type(exc).__name__}: {exc}")
             _report(records[name], strict, exc)
     return PluginSet(pm, list(records.values()), registry)

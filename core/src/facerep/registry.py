@@ -56,10 +56,17 @@ class ComponentSpec:
         return self.name.split(".", 1)[1]
 
     def load(self) -> Callable[..., Any]:
-        return import_string(self.target)
+        return self._import(self.target)
 
     def load_params(self) -> type | None:
-        return None if self.params is None else import_string(self.params)
+        return None if self.params is None else self._import(self.params)
+
+    def _import(self, target: str) -> Any:
+        try:
+            return import_string(target)
+        except (ImportError, PluginError) as exc:  # a missing dependency or a wrong import string: name who is at fault
+            detail = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+            raise PluginError(f"{self.kind} {self.name} ({self.dist} {self.version}): cannot import {target!r}: {detail}") from exc
 
 
 class Registry:
@@ -80,6 +87,12 @@ class Registry:
                 f"FACEREP_DISABLE_PLUGINS"
             )
         self._specs[spec.kind][spec.name] = spec
+
+    def discard_plugin(self, plugin: str) -> None:
+        """Forget every component ``plugin`` registered (its registration failed part-way)."""
+        for table in self._specs.values():
+            for name in [n for n, spec in table.items() if spec.plugin == plugin]:
+                del table[name]
 
     def specs(self, kind: str | None = None) -> list[ComponentSpec]:
         kinds = KINDS if kind is None else (kind,)

@@ -132,7 +132,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
     loader = DataLoader(
         stream,
         batch_size=t.batch_size,
-        sampler=StreamSampler(t.batch_size, rank, world),
+        sampler=StreamSampler(t.batch_size, rank, world, total_steps=t.max_steps),
         num_workers=t.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=True,

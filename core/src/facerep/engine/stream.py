@@ -61,8 +61,9 @@ class ViewStream(Dataset):
 class StreamSampler(Sampler[int]):
     """Yields this rank's stream positions, forever, from step ``start_step`` on."""
 
-    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, total_steps: int = 2**40) -> None:
         self.batch_size = batch_size
+        self.total_steps = total_steps
         self.rank = rank
         self.world_size = world_size
         self.start_step = 0
@@ -75,5 +76,5 @@ class StreamSampler(Sampler[int]):
             yield from range(first, first + self.batch_size)
             step += 1
 
-    def __len__(self) -> int:  # endless; DataLoader only needs a length for progress estimates
-        return 2**62
+    def __len__(self) -> int:  # endless, but a run takes total_steps batches (progress display)
+        return self.total_steps * self.batch_size

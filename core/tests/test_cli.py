@@ -1,0 +1,220 @@
+"""The ``facerep`` command, run as a subprocess: exit codes, messages, laziness, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+FACEREP = [sys.executable, "-m", "facerep.cli"]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEREP_")}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    env.update(extra)
+    return env
+
+
+def facerep(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FACEREP, *map(str, args)], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=300, check=False)
+
+
+def _write(path: Path, data: object) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _labelled_folders(root: Path, per_class: int, seed: int) -> Path:
+    """``root/<class>/<img>.png``: class ``bright`` is light grey, ``dark`` dark grey, both noisy."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for cls, level in (("bright", 200), ("dark", 50)):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            img = np.clip(level + rng.normal(0, 20, size=(32, 32, 3)), 0, 255).astype(np.uint8)
+            assert cv2.imwrite(str(root / cls / f"{i}.png"), img)
+    return root
+
+
+def _eval_config(train: str, test: str, *, protocols: tuple[dict, ...] = ({"name": "core.knn", "params": {"k": 3}},)) -> dict:
+    folder = lambda root, split: {"name": "core.image_folder", "params": {"roots": [root], "labels": "folder", "split": split}}
+    return {
+        "name": "baseline",
+        "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
+        "evaluate": [
+            {"protocol": p, "train": folder(train, "train"), "test": folder(test, "test"), "label": "expression"} for p in protocols
+        ],
+    }
+
+
+def _error_line(res: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in res.stderr, res.stderr
+    return res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# fast paths stay fast
+# ---------------------------------------------------------------------------------------------
+
+
+def test_help_and_list_import_no_torch(tmp_path):
+    code = textwrap.dedent("""
+        import sys, facerep.cli
+        for argv in (["list"], ["list", "--kind", "objective"], ["--help"], ["run", "--help"], ["--version"]):
+            try:
+                rc = facerep.cli.main(argv)
+            except SystemExit as exc:
+                rc = exc.code
+            assert rc in (0, None), (argv, rc)
+        heavy = sorted(m for m in ("torch", "timm", "mmengine") if m in sys.modules)
+        assert not heavy, f"imported {heavy}"
+        print("LIGHT")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.rstrip().endswith("LIGHT")
+
+
+def test_console_script_help_lists_the_commands(tmp_path):
+    script = Path(sys.executable).with_name("facerep")
+    cmd = [str(script)] if script.is_file() else FACEREP
+    res = subprocess.run([*cmd, "--help"], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0
+    for command in ("list", "plugins", "run"):
+        assert re.search(rf"^\s+{command}\s", res.stdout, re.M), command
+    res = facerep(cwd=tmp_path)  # no command: help, non-zero
+    assert res.returncode == 1 and "usage: facerep" in res.stdout
+
+
+def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
+    res = facerep("list", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))  # core alone, whatever else is installed
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    for kind in ("datasets", "backbones", "objectives", "heads", "tasks", "protocols"):
+        assert re.search(rf"^{kind} \(\d+\)$", out, re.M), kind
+    assert re.search(r"^backbones \(1\)\nname\s+provided by\s+summary\n[- ]+\ncore\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("core.")}
+    assert set(rows) == {"core.image_folder", "core.synthetic", "core.timm", "core.knn", "core.linear_probe"}
+    assert all("facerep-core 0.1.0" in line for line in rows.values())
+    assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
+    only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
+    assert "protocols (2)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: one readable line, the documented exit code
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_component_exits_5_with_close_matches_and_plugins(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {
+        "data": {"name": "core.synthtic"}, "backbone": {"name": "core.timm"}, "objective": {"name": "anything"},
+    })
+    res = facerep("run", cfg, cwd=tmp_path)
+    assert res.returncode == 5
+    err = _error_line(res)
+    assert err.startswith("facerep: error: data.name: unknown dataset 'core.synthtic'. did you mean: core.synthetic")
+    assert "Registered datasets: core.image_folder, core.synthetic" in err
+    assert "Installed plugins: core (facerep-core 0.1.0)" in err
+    assert not (tmp_path / "work_dirs").exists()
+
+
+def test_malformed_config_exits_2_naming_the_field_path(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", {**_eval_config("a", "b"), "train": {"max_steps": "ten", "optimizer": {"lrr": 0.1}}})
+    res = facerep("run", cfg, cwd=tmp_path)
+    assert res.returncode == 2
+    err = _error_line(res)
+    assert err.startswith(f"facerep: error: {cfg}: invalid config:")
+    assert re.search(r"^  train\.max_steps: ValueError: invalid literal for int\(\)", err, re.M)
+    assert re.search(r"^  train\.optimizer\.lrr: unknown key\(s\) lrr \(allowed: type, lr,", err, re.M)
+    # a bad override is a config error too, and so is broken YAML (naming the file)
+    res = facerep("run", cfg, "-o", "train.max_steps", cwd=tmp_path)
+    assert res.returncode == 2 and "override 'train.max_steps' is not of the form key.path=value" in _error_line(res)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: {max_steps: 3\n")
+    res = facerep("run", broken, cwd=tmp_path)
+    assert res.returncode == 2 and _error_line(res).startswith(f"facerep: error: {broken}: not valid YAML")
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    res = facerep("run", "no_such_config.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    assert _error_line(res).startswith("facerep: error: config not found: no_such_config.yaml (not a file, not a preset; presets:")
+
+
+def test_missing_data_folder_exits_3_naming_the_path(tmp_path):
+    present = _labelled_folders(tmp_path / "train", 2, seed=0)
+    cfg = _write(tmp_path / "c.yaml", _eval_config(str(present), "${FACEREP_DATA}/no_such_test_split"))
+    res = facerep("run", cfg, "--work-dir", tmp_path / "wd", cwd=tmp_path, env=_env(FACEREP_DATA=str(tmp_path / "data")))
+    assert res.returncode == 3, res.stderr[-2000:]
+    missing = tmp_path / "data" / "no_such_test_split"
+    assert f"facerep: error: data folder not found: {missing} (from '${{FACEREP_DATA}}/no_such_test_split')" in _error_line(res)
+
+
+# ---------------------------------------------------------------------------------------------
+# --dry-run and a random-weights baseline
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_component_table_and_writes_nothing(tmp_path):
+    cfg = _write(tmp_path / "c.yaml", _eval_config("/nowhere/train", "/nowhere/test"))  # not built: paths unchecked
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = facerep("run", cfg, "--dry-run", "--work-dir", tmp_path / "wd", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [re.split(r"\s{2,}", line.strip()) for line in res.stdout.strip().splitlines()]
+    assert rows[0] == ["config path", "kind", "component", "provided by"]
+    assert set(rows[1][0]) <= {"-", " "}
+    assert rows[2:] == [
+        ["backbone", "backbone", "core.timm", "facerep-core 0.1.0"],
+        ["evaluate.0.protocol", "protocol", "core.knn", "facerep-core 0.1.0"],
+        ["evaluate.0.train", "dataset", "core.image_folder", "facerep-core 0.1.0"],
+        ["evaluate.0.test", "dataset", "core.image_folder", "facerep-core 0.1.0"],
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no work dir, no work_dirs/
+
+
+def test_random_weights_baseline_prints_results_and_writes_them(tmp_path):
+    train = _labelled_folders(tmp_path / "faces" / "train", 8, seed=0)
+    test = _labelled_folders(tmp_path / "faces" / "test", 4, seed=1)
+    protocols = ({"name": "core.knn", "params": {"k": 3}}, {"name": "core.linear_probe", "params": {"l2_grid": [0.01, 1.0]}})
+    cfg = _write(tmp_path / "c.yaml", _eval_config(str(train), str(test), protocols=protocols))
+    wd = tmp_path / "wd"
+    res = facerep("run", cfg, "--work-dir", wd, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+    summary = json.loads((wd / "results.json").read_text())
+    results = summary["results"]
+    assert [(r["protocol"], r["weights"], r["label"]) for r in results] == [
+        ("core.knn", "random init", "expression"), ("core.linear_probe", "random init", "expression")]
+    assert results[0]["train"] == "image_folder:train (16)" and results[0]["test"] == "image_folder:test (8)"
+    # grey level separates the classes even through random conv features: wiring labels wrongly would not
+    assert results[0]["metrics"]["acc"] >= 0.75 and results[1]["metrics"]["acc"] >= 0.75
+    assert results[0]["metrics"]["k"] == 3.0 and results[1]["metrics"]["l2"] in (0.01, 1.0)
+
+    table = (wd / "results.md").read_text()
+    lines = table.strip().splitlines()
+    assert lines[0] == "# baseline"
+    assert lines[2] == "| evaluation | weights | protocol | train | test | score | seconds |"
+    assert len(lines) == 6
+    row = "| image_folder/expression | random init | core.knn | image_folder:train (16) | image_folder:test (8) | acc "
+    assert lines[4].startswith(row)
+    assert table.strip() in res.stdout  # the same table is printed
+    for name in ("config.yaml", "plugins.json", "environment.json"):
+        assert (wd / name).is_file(), name
+    assert not (wd / "backbone.safetensors").exists()  # nothing was pretrained
+
+
+@pytest.mark.parametrize("argv, code", [(["run"], 2), (["plugins"], 2), (["list", "--kind", "nope"], 2)])
+def test_usage_errors_exit_2(tmp_path, argv, code):
+    res = facerep(*argv, cwd=tmp_path)
+    assert res.returncode == code and "usage: facerep" in res.stderr
