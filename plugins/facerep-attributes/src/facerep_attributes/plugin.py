@@ -1,0 +1,16 @@
+"""Entry point of facerep-attributes: hook implementations only, nothing heavy imported."""
+
+from __future__ import annotations
+
+from facerep import hookimpl
+
+
+@hookimpl
+def facerep_plugin_info() -> dict[str, str]:
+    return {"api_version": "1.0", "summary": "face attributes: CelebA reader (40 binary attributes)"}
+
+
+@hookimpl
+def facerep_register(registrar) -> None:  # noqa: ANN001
+    registrar.dataset("celeba", "facerep_attributes.celeba:CelebA", params="facerep_attributes.celeba:CelebAParams",
+                      summary="CelebA aligned faces with 40 attributes and identities (official annotation files)")
