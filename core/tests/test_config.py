@@ -180,6 +180,41 @@ def test_base_inheritance_deep_merges_and_overrides_apply_last(tmp_path):
     assert "base" not in raw
 
 
+def test_base_component_block_naming_another_component_is_replaced_not_merged(tmp_path):
+    _write(tmp_path / "base.yaml", {"name": "b", "data": {"name": "core.synthetic", "params": {"n": 8, "size": 32}},
+                                    "backbone": {"name": "core.timm", "params": {"model": "resnet18", "layers": [2]}}})
+    child = _write(tmp_path / "child.yaml", {"base": "base.yaml", "name": "c",
+                                             "data": {"name": "core.image_folder", "params": {"roots": ["x"]}},
+                                             "backbone": {"params": {"model": "resnet10t"}}})
+    cfg, _ = load_config(child)
+    assert cfg.name == "c"  # the root is merged, whatever its name
+    assert cfg.data.name == "core.image_folder" and cfg.data.params == {"roots": ["x"]}  # nothing of synthetic's params
+    assert cfg.backbone.params == {"model": "resnet10t", "layers": [2]}  # same component: params merge
+
+
+def test_base_can_name_a_plugin_preset(tmp_path, local_plugins):
+    from facerep.config import find_config
+
+    preset_dir = tmp_path / "presets"
+    preset_dir.mkdir()
+    _write(preset_dir / "p.yaml", {"name": "preset", "seed": 11, "train": {"max_steps": 3}})
+    import types
+
+    from facerep.hookspecs import hookimpl
+    from facerep.plugins import load_plugins, reset_plugins
+
+    mod = types.ModuleType("preset_plugin")
+    mod.facerep_plugin_info = hookimpl(lambda: {"api_version": "1.0"})
+    mod.facerep_config_paths = hookimpl(lambda: [preset_dir])
+    reset_plugins(load_plugins(entry_points=[], extra=[("pre", mod)]))
+    assert find_config("pre/p") == preset_dir / "p.yaml"
+    child = _write(tmp_path / "child.yaml", {"base": "pre/p", "name": "child"})
+    cfg, _ = load_config(child)
+    assert (cfg.name, cfg.seed, cfg.train.max_steps) == ("child", 11, 3)
+    with pytest.raises(ConfigError, match=r"config not found: pre/q .*presets: pre/p"):
+        find_config("pre/q")
+
+
 def test_missing_base_names_the_file(tmp_path):
     child = _write(tmp_path / "child.yaml", {"base": "nope.yaml"})
     with pytest.raises(ConfigError, match=re.escape(f"config file not found: {tmp_path / 'nope.yaml'}")):

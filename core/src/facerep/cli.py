@@ -66,32 +66,12 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find_config(ref: str) -> Path:
-    path = Path(ref)
-    if path.is_file():
-        return path
-    from facerep.plugins import get_plugins
-
-    plugins = get_plugins()
-    if "/" in ref and not path.suffix:
-        plugin, stem = ref.split("/", 1)
-        for impl in plugins.manager.hook.facerep_config_paths.get_hookimpls():
-            if impl.plugin_name == plugin:
-                for folder in impl.function() or []:
-                    candidate = Path(folder) / f"{stem}.yaml"
-                    if candidate.is_file():
-                        return candidate
-    presets = []
-    for impl in plugins.manager.hook.facerep_config_paths.get_hookimpls():
-        for folder in impl.function() or []:
-            presets += [f"{impl.plugin_name}/{p.stem}" for p in sorted(Path(folder).glob("*.yaml"))]
-    raise ConfigError(f"config not found: {ref} (not a file, not a preset; presets: {', '.join(presets) or 'none'})")
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from facerep.run import run
 
-    run(_find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
+    from facerep.config import find_config
+
+    run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
         resume=args.resume, stop_after=args.stop_after)
     return 0
 

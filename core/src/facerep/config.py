@@ -253,16 +253,40 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
-    if base is not None:  # one level of inheritance: keys here override the base file's
-        merged = read_yaml((path.parent / base) if not Path(base).is_absolute() else base)
+    if base is not None:  # inheritance: keys here override the base file's (a path or a preset)
+        local = Path(base) if Path(base).is_absolute() else path.parent / base
+        merged = read_yaml(local if local.is_file() or Path(base).suffix else find_config(base))
         data = _deep_merge(merged, data)
     return data
 
 
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def find_config(ref: str | Path) -> Path:
+    """A config file path, or a plugin preset ``<plugin>/<name>`` (see ``facerep_config_paths``)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    from facerep.plugins import get_plugins
+
+    hook = get_plugins().manager.hook.facerep_config_paths
+    presets: dict[str, Path] = {}
+    for impl in hook.get_hookimpls():
+        for folder in impl.function() or []:
+            for file in sorted(Path(folder).glob("*.yaml")):
+                presets.setdefault(f"{impl.plugin_name}/{file.stem}", file)
+    if str(ref) in presets:
+        return presets[str(ref)]
+    raise ConfigError(f"config not found: {ref} (not a file, not a preset; presets: {', '.join(presets) or 'none'})")
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any], *, root: bool = True) -> dict[str, Any]:
+    """Mappings merge key by key; a component block naming another component replaces the base's
+    block whole (its params belong to the other component)."""
+    if not root and "name" in top and "name" in base and top["name"] != base["name"]:
+        return dict(top)
     out = dict(base)
     for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value, root=False) if both else value
     return out
 
 
