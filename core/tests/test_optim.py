@@ -1,0 +1,64 @@
+"""Optimizers and per-iteration schedules built from TrainConfig."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from mmengine.optim.scheduler import CosineAnnealingLR, CosineAnnealingParamScheduler, LinearLR
+
+from facerep.config import LRSchedule, OptimizerConfig, TrainConfig
+from facerep.engine.optim import build_optim_wrapper, build_schedulers, param_groups
+from facerep.errors import ConfigError
+
+_SCHEDULERS = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "CosineAnnealingParamScheduler": CosineAnnealingParamScheduler}
+
+
+def _model() -> torch.nn.Module:
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+
+
+def test_no_decay_group_holds_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    decay, skip = param_groups(model, 0.1, ("bias", "norm"))
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3])] and decay["weight_decay"] == 0.1
+    assert len(skip["params"]) == 3 and skip["weight_decay"] == 0.0
+    assert len(param_groups(model, 0.1, ())) == 1  # LARS presets put every parameter under decay
+
+
+def test_lars_and_lr_scaling_and_fp16_needs_cuda():
+    model = torch.nn.Linear(3, 2)
+    cfg = TrainConfig(optimizer=OptimizerConfig(type="lars", lr=0.3, lr_reference_batch=256, no_decay=()))
+    wrapper, lr = build_optim_wrapper(model, cfg, global_batch=512, device_type="cpu")
+    from timm.optim import Lars
+
+    assert isinstance(wrapper.optimizer, Lars) and lr == pytest.approx(0.6)
+    assert wrapper.optimizer.defaults["trust_coeff"] == 0.001 and wrapper.optimizer.defaults["always_adapt"]
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        build_optim_wrapper(model, TrainConfig(precision="fp16"), 8, "cpu")
+
+
+def test_warmup_cosine_lr_and_cosine_weight_decay_follow_their_formulas():
+    model = _model()
+    model(torch.zeros(1, 3, 5, 5))
+    cfg = TrainConfig(max_steps=20, optimizer=OptimizerConfig(type="sgd", lr=1.0, weight_decay=0.04),
+                      schedule=LRSchedule(warmup_steps=5, warmup_start_factor=0.1, final_factor=0.01, final_weight_decay=0.4))
+    wrapper, lr = build_optim_wrapper(model, cfg, 1, "cpu")
+    scheds = []
+    for spec in build_schedulers(cfg, lr):
+        spec = dict(spec)
+        scheds.append(_SCHEDULERS[spec.pop("type")](wrapper, **spec))
+    lrs, wds, nodecay = [], [], []
+    for _ in range(20):
+        lrs.append(wrapper.optimizer.param_groups[0]["lr"])
+        wds.append(wrapper.optimizer.param_groups[0]["weight_decay"])
+        nodecay.append(wrapper.optimizer.param_groups[1]["weight_decay"])
+        for s in scheds:
+            s.step()
+    # mmengine's LinearLR reaches the peak on the last warm-up step (4 of 0..4)
+    assert lrs[:5] == pytest.approx([0.1 + 0.9 * k / 4 for k in range(5)]) and lrs[5] == pytest.approx(1.0)
+    t = 10 - 5  # cosine from step 5 to 20 towards 0.01
+    assert lrs[10] == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * t / 15)) / 2)
+    assert wds[0] == pytest.approx(0.04) and wds[10] == pytest.approx(0.4 + (0.04 - 0.4) * (1 + math.cos(math.pi * 10 / 20)) / 2)
+    assert set(nodecay) == {0.0}
