@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from facerep.errors import ConfigError
 from facerep.protocols import FaceDataset
 
-__all__ = ["extract_features"]
+__all__ = ["extract_features", "extract_splits"]
 
 
 class _Resized(Dataset):
@@ -60,3 +60,10 @@ def extract_features(
         labels.append(target)
     backbone.train(was_training)
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
+
+
+def extract_splits(backbone: torch.nn.Module, train: FaceDataset, test: FaceDataset, label: str, params: Any) -> tuple[np.ndarray, ...]:
+    """``(x_train, y_train, x_test, y_test)`` with the extraction settings of a probe's params
+    (``image_size``, ``batch_size``, ``num_workers``, ``precision``)."""
+    kw = dict(image_size=params.image_size, batch_size=params.batch_size, num_workers=params.num_workers, precision=params.precision)
+    return (*extract_features(backbone, train, label, **kw), *extract_features(backbone, test, label, **kw))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facerep.eval.features import extract_features
+from facerep.eval.features import extract_splits
 from facerep.protocols import Backbone, FaceDataset
 
 __all__ = ["KNNParams", "KNNProbe", "knn_predict"]
@@ -48,9 +48,7 @@ class KNNProbe:
 
     def run(self, backbone: Backbone, train: FaceDataset, test: FaceDataset, label: str) -> dict[str, float]:
         p = self.params
-        kw = dict(image_size=p.image_size, batch_size=p.batch_size, num_workers=p.num_workers, precision=p.precision)
-        xtr, ytr = extract_features(backbone, train, label, **kw)
-        xte, yte = extract_features(backbone, test, label, **kw)
+        xtr, ytr, xte, yte = extract_splits(backbone, train, test, label, p)
         pred = knn_predict(xtr, ytr, xte, p.k, p.temperature)
         if ytr.ndim == 2:
             return {"mean_acc": float((pred == yte).mean()), "k": float(p.k)}

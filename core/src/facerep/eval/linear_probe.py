@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facerep.eval.features import extract_features
+from facerep.eval.features import extract_splits
 from facerep.protocols import Backbone, FaceDataset
 
 __all__ = ["LinearProbe", "LinearProbeParams", "fit_linear", "standardize"]
@@ -113,7 +113,5 @@ class LinearProbe:
 
     def run(self, backbone: Backbone, train: FaceDataset, test: FaceDataset, label: str) -> dict[str, float]:
         p = self.params
-        kw = dict(image_size=p.image_size, batch_size=p.batch_size, num_workers=p.num_workers, precision=p.precision)
-        xtr, ytr = extract_features(backbone, train, label, **kw)
-        xte, yte = extract_features(backbone, test, label, **kw)
+        xtr, ytr, xte, yte = extract_splits(backbone, train, test, label, p)
         return probe_features(xtr, ytr, xte, yte, p)
