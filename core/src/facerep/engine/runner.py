@@ -8,7 +8,6 @@ independent batches) and checkpoints that load without unpickling arbitrary obje
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import time
 from pathlib import Path
@@ -110,10 +109,13 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
     if cfg.objective is None or cfg.data is None or cfg.backbone is None:
         raise ConfigError("pretraining needs 'data', 'backbone' and 'objective'")
     t = cfg.train
-    if t.launcher == "pytorch" and not fdist.is_distributed():
-        from mmengine.dist import init_dist
+    if t.launcher == "pytorch" and not fdist.is_distributed():  # started by torchrun: env:// rendezvous
+        if torch.cuda.is_available() and t.device != "cpu":
+            from mmengine.dist import init_dist
 
-        init_dist("pytorch", backend="nccl" if torch.cuda.is_available() and t.device != "cpu" else "gloo")
+            init_dist("pytorch", backend="nccl")  # also binds this process to its LOCAL_RANK GPU
+        else:  # mmengine's init_dist insists on CUDA; gloo on CPU needs no device
+            torch.distributed.init_process_group(backend="gloo")
     rank, world = fdist.rank(), fdist.world_size()
     device = _device(cfg)
 
@@ -144,9 +146,8 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
     if world > 1:
         model = PretrainDDP(module=model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
-    logger = logging.getLogger("facerep")
-    if rank == 0:
-        logger.info(f"global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, device {device}, {t.precision}")
+    if rank == 0:  # the effective batch and lr, before mmengine's logger exists
+        print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, device {device}, {t.precision}")
     ckpt_every = t.checkpoint_every or t.max_steps
     runner = Runner(
         model=model,
