@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Result", "paired"]
+__all__ = ["Result", "paired", "result"]
 
 
 @attrs.define

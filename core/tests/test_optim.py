@@ -62,3 +62,13 @@ def test_warmup_cosine_lr_and_cosine_weight_decay_follow_their_formulas():
     assert lrs[10] == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * t / 15)) / 2)
     assert wds[0] == pytest.approx(0.04) and wds[10] == pytest.approx(0.4 + (0.04 - 0.4) * (1 + math.cos(math.pi * 10 / 20)) / 2)
     assert set(nodecay) == {0.0}
+
+
+def test_gradient_clipping_bounds_the_update_norm():
+    model = torch.nn.Linear(4, 1, bias=False)
+    cfg = TrainConfig(grad_clip=0.5, optimizer=OptimizerConfig(type="sgd", lr=1.0, momentum=0.0, weight_decay=0.0))
+    wrapper, _ = build_optim_wrapper(model, cfg, 1, "cpu")
+    before = model.weight.detach().clone()
+    (1000.0 * model(torch.ones(1, 4))).sum().backward()  # gradient norm 2000
+    wrapper.step()
+    torch.testing.assert_close((model.weight - before).norm(), torch.tensor(0.5))
