@@ -1,6 +1,6 @@
 """Paired timing: facerep and lightly measured alternately in one process, medians compared.
 
-The two sides of a benchmark run interleaved (A B, then B A, ...) after their warm-up, so that a
+The sides of a benchmark run interleaved (A B, then B A, ...) after their warm-up, so that a
 drift in machine load (a shared CPU) hits both about equally; each side's time is the median of its
 repetitions (``time.perf_counter``). Only the ratio is meant to be read across machines.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Result", "paired", "result"]
+__all__ = ["Result", "interleaved", "paired", "result"]
 
 
 @attrs.define
@@ -49,28 +49,34 @@ def _time(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def paired(facerep: Callable[[], object], lightly: Callable[[], object], *, warmup: int, reps: int, per: int = 1) -> tuple[list[float], list[float]]:
-    """Seconds per unit of work for each repetition of both callables.
+def interleaved(fns: dict[str, Callable[[], object]], *, warmup: int, reps: int, per: int = 1) -> dict[str, list[float]]:
+    """Seconds per unit of work for each repetition of every callable.
 
     Args:
-        facerep, lightly: one repetition each (doing ``per`` units of work).
+        fns: one repetition each (doing ``per`` units of work), by name.
         warmup: untimed repetitions of each first (allocator, caches, lazy init, oneDNN primitives).
-        reps: timed repetitions of each, interleaved.
+        reps: timed repetitions of each; every round runs each callable once, the order rotating
+            from round to round so that none is always first or last.
         per: units of work in one call; times are divided by it.
     """
+    names = list(fns)
     for _ in range(warmup):
-        facerep()
-        lightly()
-    ta: list[float] = []
-    tb: list[float] = []
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(reps):
-        if i % 2 == 0:
-            ta.append(_time(facerep) / per)
-            tb.append(_time(lightly) / per)
-        else:
-            tb.append(_time(lightly) / per)
-            ta.append(_time(facerep) / per)
-    return ta, tb
+        shift = i % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(_time(fns[name]) / per)
+    return times
+
+
+def paired(
+    facerep: Callable[[], object], lightly: Callable[[], object], *, warmup: int, reps: int, per: int = 1
+) -> tuple[list[float], list[float]]:
+    """:func:`interleaved` for one facerep and one lightly callable: ``(facerep times, lightly times)``."""
+    t = interleaved({"facerep": facerep, "lightly": lightly}, warmup=warmup, reps=reps, per=per)
+    return t["facerep"], t["lightly"]
 
 
 def result(name: str, unit: str, times: tuple[list[float], list[float]], *, check: str, note: str) -> Result:

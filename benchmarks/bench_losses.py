@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from _timing import Result, paired, result
 from facerep_frl.moco import info_nce
 from facerep_frl.sinkhorn import sinkhorn_knopp
@@ -45,7 +44,7 @@ def bench_sinkhorn(*, batch: int, n_protos: int, warmup: int, reps: int) -> Resu
                    warmup=warmup, reps=reps)
     name = f"Sinkhorn-Knopp B={batch} K={n_protos}"
     note = (f"{name}: facerep sinkhorn_knopp (log domain, logsumexp per normalisation) vs lightly sinkhorn (exp once, plain sums), "
-            "eps 0.05, 3 iters, fp32, 2 threads")
+            "eps 0.05, 3 iters, fp32")
     return result(name, "ms/call", times, check=f"codes max abs diff {diff:.1e}", note=note)
 
 
@@ -66,7 +65,7 @@ def bench_swav_loss(*, batch: int, n_protos: int, n_high: int, n_low: int, warmu
         loss.backward()
         return loss
 
-    def grads(fn) -> tuple[torch.Tensor, list[torch.Tensor]]:  # noqa: ANN001
+    def grads(fn) -> tuple[torch.Tensor, list[torch.Tensor]]:
         for s in scores:
             s.grad = None
         loss = fn().detach().reshape(())
@@ -88,7 +87,7 @@ def bench_swav_loss(*, batch: int, n_protos: int, n_high: int, n_low: int, warmu
     times = paired(lambda: (zero_grads(), ours()), lambda: (zero_grads(), theirs()), warmup=warmup, reps=reps)
     name = f"Sinkhorn + SwAV loss fwd+bwd, {n_high}+{n_low} crops, B={batch} K={n_protos}"
     note = (f"{name}: facerep sinkhorn_knopp + swav_loss vs lightly SwaVLoss, codes for the {n_high} global crops, "
-            "tau 0.1, eps 0.05, 3 iters, fp32, 2 threads")
+            "tau 0.1, eps 0.05, 3 iters, fp32")
     return result(name, "ms/step", times, check=f"loss abs diff {dl:.1e}, grad max abs diff {dg:.1e}", note=note)
 
 
@@ -152,8 +151,9 @@ def bench_infonce(*, batch: int, queue_size: int, dim: int, warmup: int, reps: i
     times = paired(lambda: (zero(), ours.step(p_q, p_k, temperature)), lambda: (zero(), lightly_step()), warmup=warmup, reps=reps)
     name = f"MoCo InfoNCE + queue fwd+bwd, B={batch} K={queue_size} d={dim}"
     note = (f"{name}: facerep F.normalize + info_nce + ring-buffer enqueue (as MoCoV2Objective) vs lightly NTXentLoss("
-            f"memory_bank_size=({queue_size}, {dim})), T {temperature}, fp32, 2 threads. Same maths in one process; lightly's bank "
-            "is per process and drops the overflow of a batch that does not fit, facerep's is global (all-gathered keys, K a multiple of it)")
+            f"memory_bank_size=({queue_size}, {dim})), T {temperature}, fp32. Same maths in one process; lightly's bank "
+            "is per process and drops the overflow of a batch that does not fit, facerep's is global (all-gathered keys, "
+            "K a multiple of the global batch)")
     dl = max(c[0] for c in checks)
     dg = max(c[1] for c in checks)
     return result(name, "ms/step", times, check=f"2 steps: loss abs diff {dl:.1e}, grad max abs diff {dg:.1e}, queues equal", note=note)

@@ -22,11 +22,12 @@ import copy
 
 import torch
 import torch.nn.functional as F
+from _timing import Result, interleaved, result
 from torch import nn
 
-from _timing import Result, paired, result
+__all__ = ["FACEREP_VARIANTS", "SwAVStepSetup", "bench_swav_step"]
 
-__all__ = ["SwAVStepSetup", "bench_swav_step"]
+FACEREP_VARIANTS = ("fp32", "bf16", "fp32 NCHW")
 
 
 class _LightlySwaV(nn.Module):
@@ -47,13 +48,12 @@ class SwAVStepSetup:
     """Both models with equal weights, their optimisers and one batch of crops."""
 
     def __init__(self, *, batch: int, global_size: int, n_global: int, local_size: int, n_local: int, n_protos: int, hidden_dim: int,
-                 out_dim: int, seed: int = 0) -> None:
-        from lightly.loss import SwaVLoss
-        from mmengine.optim import OptimWrapper
-
+                 out_dim: int, facerep_variants: tuple[str, ...] = FACEREP_VARIANTS, seed: int = 0) -> None:
         from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
         from facerep.engine.model import PretrainModel
         from facerep_frl.swav import SwAVObjective, SwAVParams
+        from lightly.loss import SwaVLoss
+        from mmengine.optim import OptimWrapper
 
         torch.manual_seed(seed)
         self.n_global = n_global
@@ -74,12 +74,14 @@ class SwAVStepSetup:
         self.lightly_loss = SwaVLoss(temperature=params.temperature, sinkhorn_iterations=params.sinkhorn_iters, sinkhorn_epsilon=params.eps)
         self.lightly_opt = torch.optim.SGD(lightly_model.parameters(), lr=1e-3, momentum=0.9)
 
-        self.models = {}
-        for precision in ("fp32", "bf16"):
-            obj = copy.deepcopy(objective)
-            model = PretrainModel(obj, precision=precision, channels_last=True).to(memory_format=torch.channels_last)
+        self.models = {}  # "fp32" / "bf16": channels_last (facerep's default); "fp32 NCHW": without it
+        for variant in dict.fromkeys(("fp32", *facerep_variants)):  # fp32 is the one checked
+            precision, channels_last = variant.split()[0], not variant.endswith("NCHW")
+            model = PretrainModel(copy.deepcopy(objective), precision=precision, channels_last=channels_last)
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
             opt = OptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9))
-            self.models[precision] = (model, opt)
+            self.models[variant] = (model, opt)
 
         g = torch.Generator().manual_seed(seed + 1)
         sizes = [global_size] * n_global + [local_size] * n_local
@@ -88,8 +90,8 @@ class SwAVStepSetup:
 
     # --- the steps ----------------------------------------------------------------------------
 
-    def facerep_step(self, precision: str) -> torch.Tensor:
-        model, opt = self.models[precision]
+    def facerep_step(self, variant: str) -> torch.Tensor:
+        model, opt = self.models[variant]
         return model.train_step({"views": self.uint8_views}, opt)["loss"]
 
     def lightly_step(self, bf16: bool = False) -> torch.Tensor:
@@ -123,12 +125,25 @@ class SwAVStepSetup:
         return ours, theirs
 
 
-def bench_swav_step(setup: SwAVStepSetup, *, label: str, facerep_precision: str, lightly_bf16: bool, warmup: int, reps: int,
-                    check: str, shape: str) -> Result:
-    times = paired(lambda: setup.facerep_step(facerep_precision), lambda: setup.lightly_step(lightly_bf16), warmup=warmup, reps=reps)
-    lightly_prec = "bf16 autocast" if lightly_bf16 else "fp32"
-    name = f"SwAV train step, facerep {facerep_precision} vs lightly-style {'bf16' if lightly_bf16 else 'fp32'}"
-    note = (f"{label}: {shape}; facerep PretrainModel.train_step(SwAVObjective), channels_last, {facerep_precision}"
-            f"{' autocast' if facerep_precision == 'bf16' else ''}, grouped crops vs lightly-style loop (SwaVProjectionHead, "
-            f"SwaVPrototypes, SwaVLoss, one forward per crop), {lightly_prec}; SGD, 2 threads")
-    return result(name, "ms/step", times, check=check, note=note)
+def bench_swav_step(setup: SwAVStepSetup, *, variants: list[tuple[str, str]], warmup: int, reps: int, shape: str) -> list[Result]:
+    """One row per ``(facerep precision, lightly precision)`` pair; each distinct step is timed
+    once, all of them interleaved."""
+    ours, theirs = setup.eval_losses()
+    if abs(ours - theirs) > 1e-5 * max(1.0, abs(theirs)):
+        raise AssertionError(f"SwAV step losses differ in eval mode: facerep {ours}, lightly-style {theirs}")
+    check = f"eval-mode loss rel. diff {abs(ours - theirs) / abs(theirs):.1e}"
+    fns = {}
+    for fp, lp in variants:
+        fns[f"facerep {fp}"] = lambda fp=fp: setup.facerep_step(fp)
+        fns[f"lightly {lp}"] = lambda lp=lp: setup.lightly_step(lp == "bf16")
+    times = interleaved(fns, warmup=warmup, reps=reps)
+    rows = []
+    for fp, lp in variants:
+        name = f"SwAV train step, facerep {fp} vs lightly-style {lp}"
+        layout = "NCHW (channels_last off)" if fp.endswith("NCHW") else "channels_last"
+        note = (f"{name}: {shape}; facerep PretrainModel.train_step(SwAVObjective), {layout}, "
+                f"{'bf16 autocast' if fp.startswith('bf16') else 'fp32'}, one backbone forward per crop size vs a lightly-style loop "
+                f"(SwaVProjectionHead, SwaVPrototypes, SwaVLoss, one forward per crop), {'bf16 autocast' if lp == 'bf16' else 'fp32'}; "
+                "SGD; same timm resnet18 weights")
+        rows.append(result(name, "ms/step", (times[f"facerep {fp}"], times[f"lightly {lp}"]), check=check, note=note))
+    return rows

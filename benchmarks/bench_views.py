@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
-
 from _timing import Result, paired, result
 from facerep.data.augment import adjust_color, gaussian_blur, to_grayscale
 from facerep.data.synthetic import SyntheticFaces
@@ -29,6 +27,7 @@ from facerep.types import Sample
 from facerep_frl.moco import AUG_PLUS_COLOR
 from facerep_frl.swav import SwAVColor
 from facerep_frl.views import MultiCropViews, TwoViews
+from PIL import Image, ImageFilter
 
 __all__ = ["bench_multicrop", "bench_two_views", "colour_agreement"]
 
@@ -40,7 +39,7 @@ def _faces(size: int) -> list[Sample]:
     return [data[i] for i in range(N_IMAGES)]
 
 
-def _facerep_runner(transform, samples: list[Sample], per: int):  # noqa: ANN001, ANN202
+def _facerep_runner(transform, samples: list[Sample], per: int):
     state = {"k": 0}
 
     def run() -> None:
@@ -54,7 +53,7 @@ def _facerep_runner(transform, samples: list[Sample], per: int):  # noqa: ANN001
     return run
 
 
-def _lightly_runner(transform, images: list[Image.Image], per: int):  # noqa: ANN001, ANN202
+def _lightly_runner(transform, images: list[Image.Image], per: int):
     state = {"k": 0}
 
     def run() -> None:
@@ -111,7 +110,7 @@ def bench_multicrop(*, image_size: int, global_size: int, n_global: int, local_s
     times = paired(_facerep_runner(ours, samples, per), _lightly_runner(theirs, images, per), warmup=warmup, reps=reps, per=per)
     name = f"SwAV multi-crop {n_global}x{global_size}+{n_local}x{local_size} from {image_size}px"
     note = (f"{name}: facerep MultiCropViews (cv2, uint8 out) vs lightly SwaVTransform (PIL, float32 normalised out), "
-            "SwAV colour (jitter .8/.8/.8/.2 p.8, grey .2, blur p.5, flip .5), 1 thread, one sample at a time")
+            "SwAV colour (jitter .8/.8/.8/.2 p.8, grey .2, blur p.5, flip .5), one sample at a time")
     return result(name, "ms/sample", times, check=f"view sizes equal; {colour_check}", note=note)
 
 
@@ -120,12 +119,13 @@ def bench_two_views(*, image_size: int, size: int, warmup: int, reps: int, per: 
 
     scale = (0.2, 1.0)  # MoCo-v2
     ours = TwoViews(size, scale, AUG_PLUS_COLOR)
-    theirs = MoCoV2Transform(input_size=size, min_scale=scale[0])  # defaults: jitter .4/.4/.4/.1 p.8, grey .2, blur p.5 sigma [.1, 2], flip .5
+    # lightly's other defaults are MoCo-v2's: jitter .4/.4/.4/.1 p.8, grey .2, blur p.5 sigma [.1, 2], flip .5
+    theirs = MoCoV2Transform(input_size=size, min_scale=scale[0])
     samples = _faces(image_size)
     images = [Image.fromarray(s.image) for s in samples]
     _check_shapes(ours(samples[0], np.random.default_rng(0)), theirs(images[0]))
     times = paired(_facerep_runner(ours, samples, per), _lightly_runner(theirs, images, per), warmup=warmup, reps=reps, per=per)
     name = f"MoCo-v2 2x{size} from {image_size}px"
     note = (f"{name}: facerep TwoViews vs lightly MoCoV2Transform, aug-plus (crop scale 0.2-1, jitter .4/.4/.4/.1 p.8, grey .2, "
-            "blur p.5, flip .5), 1 thread, one sample at a time")
+            "blur p.5, flip .5), one sample at a time")
     return result(name, "ms/sample", times, check=f"view sizes equal; {colour_check}", note=note)

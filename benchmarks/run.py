@@ -9,7 +9,7 @@ outputs can be compared they are, before timing, and the run fails if they disag
 times depend on the machine and its load; only the ratios are meant to travel. These are
 benchmarks, not tests: nothing asserts a speed.
 
-Threads: compute benchmarks run with ``torch.set_num_threads(2)`` (this project's reference
+Threads: compute benchmarks run with ``torch.set_num_threads(2)`` (``--threads``; this project's reference
 machine has 2 cores); view generation runs with 1 torch and 1 OpenCV thread, the conditions of one
 data-loader worker (PyTorch sets 1 thread in its workers).
 """
@@ -28,13 +28,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared CPU a
+# spinning thread takes the core its peer needs, and 2-thread ops then run up to ~10x slower than
+# 1-thread ones (measured on the 2-core reference machine with another training running).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import cv2  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import torch
+from _timing import Result
 
-from _timing import Result  # noqa: E402
-
-COMPUTE_THREADS = 2
+DEFAULT_THREADS = 2
+GROUPS = ("views", "losses", "train step")
 
 
 def _cpu_name() -> str:
@@ -54,8 +58,18 @@ def _versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
-            "lightly": lightly.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__, "numpy": numpy.__version__}
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__, "timm": timm.__version__,
+        "lightly": lightly.__version__, "opencv": cv2.__version__, "pillow": PIL.__version__, "numpy": numpy.__version__,
+    }
+
+
+def _load() -> str:
+    """1-minute load average over the core count (other processes share the CPU)."""
+    try:
+        return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    except OSError:
+        return "n/a"
 
 
 def _set_threads(n: int) -> None:
@@ -63,33 +77,29 @@ def _set_threads(n: int) -> None:
     cv2.setNumThreads(n)
 
 
-def benchmarks(quick: bool) -> list[tuple[str, Callable[[], list[Result]]]]:
-    """(group name, thunk returning its rows), in run order."""
+def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], list[Result]]]]:
+    """(group name, its torch threads, thunk returning its rows), in run order."""
     import bench_losses
     import bench_train_step
     import bench_views
 
     # (warm-up, repetitions, samples per repetition) for view generation; (warm-up, repetitions) otherwise
-    v_reps = (1, 5, 8) if quick else (2, 15, 32)
-    l_reps = (2, 7) if quick else (5, 31)
-    s_reps = (1, 3) if quick else (2, 9)
+    v_reps = (1, 7, 8) if quick else (2, 15, 32)
+    l_reps = (1, 5) if quick else (5, 31)
+    s_reps = (1, 5) if quick else (2, 9)
 
     def views() -> list[Result]:
-        _set_threads(1)
-        try:
-            colour = bench_views.colour_agreement()
-            w, r, p = v_reps
-            rows = [bench_views.bench_multicrop(image_size=80, global_size=64, n_global=2, local_size=32, n_local=4, warmup=w, reps=r, per=p,
-                                                colour_check=colour)]
-            if not quick:
-                rows.append(bench_views.bench_multicrop(image_size=256, global_size=224, n_global=2, local_size=96, n_local=6, warmup=w,
-                                                        reps=r, per=max(4, p // 4), colour_check=colour))
-            rows.append(bench_views.bench_two_views(image_size=72, size=64, warmup=w, reps=r, per=p, colour_check=colour))
-            if not quick:
-                rows.append(bench_views.bench_two_views(image_size=256, size=224, warmup=w, reps=r, per=max(4, p // 4), colour_check=colour))
-            return rows
-        finally:
-            _set_threads(COMPUTE_THREADS)
+        colour = bench_views.colour_agreement()
+        w, r, p = v_reps
+        rows = [bench_views.bench_multicrop(image_size=80, global_size=64, n_global=2, local_size=32, n_local=4, warmup=w, reps=r, per=p,
+                                            colour_check=colour)]
+        if not quick:
+            rows.append(bench_views.bench_multicrop(image_size=256, global_size=224, n_global=2, local_size=96, n_local=6, warmup=w, reps=r,
+                                                    per=max(4, p // 4), colour_check=colour))
+        rows.append(bench_views.bench_two_views(image_size=72, size=64, warmup=w, reps=r, per=p, colour_check=colour))
+        if not quick:
+            rows.append(bench_views.bench_two_views(image_size=256, size=224, warmup=w, reps=r, per=max(4, p // 4), colour_check=colour))
+        return rows
 
     def losses() -> list[Result]:
         w, r = l_reps
@@ -101,18 +111,16 @@ def benchmarks(quick: bool) -> list[tuple[str, Callable[[], list[Result]]]]:
 
     def train_step() -> list[Result]:
         w, r = s_reps
-        cfg = {"batch": 64, "global_size": 64, "n_global": 2, "local_size": 32, "n_local": 4, "n_protos": 300, "hidden_dim": 512, "out_dim": 128}
-        setup = bench_train_step.SwAVStepSetup(**cfg)
-        ours, theirs = setup.eval_losses()
-        if abs(ours - theirs) > 1e-4 * max(1.0, abs(theirs)):
-            raise AssertionError(f"SwAV step losses differ in eval mode: facerep {ours}, lightly-style {theirs}")
-        check = f"eval-mode loss abs diff {abs(ours - theirs):.1e}"
-        shape = "timm resnet18, batch 64, 2x64 + 4x32 crops, head 512-512-128, K=300"
-        variants = [("fp32", False)] if quick else [("fp32", False), ("bf16", True), ("bf16", False)]
-        return [bench_train_step.bench_swav_step(setup, label=f"SwAV step ({p} vs {'bf16' if lb else 'fp32'})", facerep_precision=p,
-                                                 lightly_bf16=lb, warmup=w, reps=r, check=check, shape=shape) for p, lb in variants]
+        batch = 16 if quick else 64
+        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32")]
+        setup = bench_train_step.SwAVStepSetup(
+            batch=batch, global_size=64, n_global=2, local_size=32, n_local=4, n_protos=300, hidden_dim=512, out_dim=128,
+            facerep_variants=tuple(v for v, _ in variants),
+        )
+        shape = f"timm resnet18, batch {batch}, 2x64 + 4x32 crops, projector 512-512-128, K=300"
+        return bench_train_step.bench_swav_step(setup, variants=variants, warmup=w, reps=r, shape=shape)
 
-    return [("views", views), ("losses", losses), ("train step", train_step)]
+    return [("views", 1, views), ("losses", threads, losses), ("train step", threads, train_step)]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -122,8 +130,11 @@ def _fmt_time(seconds: float) -> str:
 
 def markdown(results: list[Result], header: dict[str, str]) -> str:
     lines = [
-        f"facerep vs lightly, {header['date']}: {header['machine']}; {header['mode']} pass; torch {header['torch']}, lightly {header['lightly']}.",
-        f"Compute benchmarks: torch.set_num_threads({COMPUTE_THREADS}); view generation: 1 torch + 1 OpenCV thread (one loader worker).",
+        f"facerep vs lightly, {header['date']}: {header['machine']}; {header['mode']} pass; "
+        f"torch {header['torch']}, lightly {header['lightly']}.",
+        f"Compute benchmarks: torch.set_num_threads({header['threads']}), OMP_WAIT_POLICY={header['omp_wait_policy']}; "
+        "view generation: 1 torch + 1 OpenCV thread (one loader worker). "
+        f"Load average before / after: {header['load_before']} / {header['load_after']}; {header['seconds']} s.",
         "Times are medians of interleaved repetitions; ratio = lightly / facerep (> 1: facerep faster).",
         "",
         "| benchmark | unit | facerep | lightly | lightly / facerep | check |",
@@ -138,37 +149,44 @@ def markdown(results: list[Result], header: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smoke pass: fewer shapes and repetitions (< 1 min)")
+    ap.add_argument("--quick", action="store_true", help="smoke pass: fewer shapes, smaller train batch, fewer repetitions (< 1 min)")
     ap.add_argument("--out", type=Path, help="write results.json and results.md in this folder")
-    ap.add_argument("--only", choices=["views", "losses", "train step"], action="append", help="run only these groups (repeatable)")
+    ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"torch threads of the compute benchmarks ({DEFAULT_THREADS})")
+    ap.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
     args = ap.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=UserWarning)  # torchvision v2 / lightly deprecation chatter
     warnings.filterwarnings("ignore", category=FutureWarning)
-    _set_threads(COMPUTE_THREADS)
     torch.manual_seed(0)
     header = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_name()})",
         "mode": "quick" if args.quick else "full",
+        "threads": str(args.threads),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "load_before": _load(),
         **_versions(),
     }
     results: list[Result] = []
     t0 = time.perf_counter()
-    for group, run in benchmarks(args.quick):
+    for group, threads, run in benchmarks(args.quick, args.threads):
         if args.only and group not in args.only:
             continue
+        _set_threads(threads)
         g0 = time.perf_counter()
         rows = run()
+        for r in rows:
+            r.note += f"; {threads} thread{'s' if threads > 1 else ''}"
         results += rows
         print(f"[{group}: {time.perf_counter() - g0:.1f} s]", file=sys.stderr)
     header["seconds"] = f"{time.perf_counter() - t0:.1f}"
+    header["load_after"] = _load()
     md = markdown(results, header)
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(md)
-        payload = {"header": header, "compute_threads": COMPUTE_THREADS, "results": [r.to_json() for r in results]}
+        payload = {"header": header, "results": [r.to_json() for r in results]}
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}", file=sys.stderr)
     return 0
