@@ -56,5 +56,5 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     extras = [f"-e{p}" for p in ["core", *(f"plugins/{n}" for n in PLUGINS)]]
-    _install(session, *extras, "lightly")
+    _install(session, *extras, "lightly==1.6.0")  # the peer, pinned so ratios stay comparable
     session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,7 +1,7 @@
 """facerep vs lightly: speed as ratios measured in one run (``nox -s bench``).
 
-    .venv/bin/python benchmarks/run.py --quick              # smoke pass, under a minute
-    .venv/bin/python benchmarks/run.py --out bench_results/ # fuller pass (a few minutes), results.json + results.md
+    .venv/bin/python benchmarks/run.py --quick              # smoke pass, well under a minute
+    .venv/bin/python benchmarks/run.py --out bench_results/ # full pass (~1.5 min on 2 idle cores), results.json + results.md
 
 Every benchmark times facerep and lightly on the same computation, interleaved in this process,
 and reports the median time of each and ``lightly / facerep`` (> 1: facerep is faster). Where
@@ -11,7 +11,9 @@ benchmarks, not tests: nothing asserts a speed.
 
 Threads: compute benchmarks run with ``torch.set_num_threads(2)`` (``--threads``; this project's reference
 machine has 2 cores); view generation runs with 1 torch and 1 OpenCV thread, the conditions of one
-data-loader worker (PyTorch sets 1 thread in its workers).
+data-loader worker (PyTorch sets 1 thread in its workers). ``--quick`` also sets
+``OMP_WAIT_POLICY=PASSIVE`` (unless set), robust on a busy CPU; the full pass keeps OpenMP's
+default, what training runs get (see benchmarks/README.md, "Load").
 """
 
 from __future__ import annotations
@@ -28,13 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared CPU a
-# spinning thread takes the core its peer needs, and 2-thread ops then run up to ~10x slower than
-# 1-thread ones (measured on the 2-core reference machine with another training running).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import cv2
-import torch
+# stdlib and attrs only up to here: torch is imported in main(), once OMP_WAIT_POLICY is settled
 from _timing import Result
 
 DEFAULT_THREADS = 2
@@ -52,10 +49,12 @@ def _cpu_name() -> str:
 
 
 def _versions() -> dict[str, str]:
+    import cv2
     import lightly
     import numpy
     import PIL
     import timm
+    import torch
     import torchvision
 
     return {
@@ -73,6 +72,9 @@ def _load() -> str:
 
 
 def _set_threads(n: int) -> None:
+    import cv2
+    import torch
+
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
 
@@ -84,9 +86,9 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
     import bench_views
 
     # (warm-up, repetitions, samples per repetition) for view generation; (warm-up, repetitions) otherwise
-    v_reps = (1, 7, 8) if quick else (2, 15, 32)
-    l_reps = (1, 5) if quick else (5, 31)
-    s_reps = (1, 5) if quick else (2, 9)
+    v_reps = (1, 7, 8) if quick else (3, 21, 32)
+    l_reps = (1, 5) if quick else (5, 41)
+    s_reps = (1, 5) if quick else (2, 21)
 
     def views() -> list[Result]:
         colour = bench_views.colour_agreement()
@@ -153,7 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write results.json and results.md in this folder")
     ap.add_argument("--threads", type=int, default=DEFAULT_THREADS, help=f"torch threads of the compute benchmarks ({DEFAULT_THREADS})")
     ap.add_argument("--only", choices=GROUPS, action="append", help="run only this group (repeatable)")
+    ap.add_argument("--passive-omp", action="store_true", help="OMP_WAIT_POLICY=PASSIVE (the default of --quick), for a shared CPU")
     args = ap.parse_args(argv)
+
+    # Must happen before torch loads OpenMP. With the default policy an idle OpenMP thread spins;
+    # on a CPU shared with another busy process it takes the core its peer needs, and 2-thread ops
+    # then run up to ~10x slower than 1-thread ones (seen on the 2-core reference machine while a
+    # training ran). PASSIVE threads sleep: robust under load, but slower on an idle machine (a
+    # wake-up per parallel region), so the full pass keeps the default that training runs get.
+    if "OMP_WAIT_POLICY" not in os.environ and (args.quick or args.passive_omp):
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    import torch
 
     warnings.filterwarnings("ignore", category=UserWarning)  # torchvision v2 / lightly deprecation chatter
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{os.cpu_count()}-core {platform.machine()} CPU ({_cpu_name()})",
         "mode": "quick" if args.quick else "full",
         "threads": str(args.threads),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",
         "load_before": _load(),
         **_versions(),
     }
