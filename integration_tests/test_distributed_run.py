@@ -26,6 +26,12 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
         "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
         "objective": {"name": "frl.moco_v2", "params": {"queue_size": 64, "out_dim": 16, "hidden_dim": 32, "view_size": 32, "momentum": 0.9}},
         "train": {"max_steps": 3, "batch_size": 8, "launcher": "pytorch", "log_every": 1, "optimizer": {"type": "sgd", "lr": 0.1}},
+        "evaluate": [{
+            "protocol": {"name": "core.knn", "params": {"k": 3}},
+            "train": {"name": "core.synthetic", "params": {"n": 16, "size": 32, "n_identities": 4}},
+            "test": {"name": "core.synthetic", "params": {"n": 8, "size": 32, "n_identities": 4, "split": "test"}},
+            "label": "identity",
+        }],
     }
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -38,3 +44,5 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
     assert "global batch 16 (2 x 8)" in out
     assert (tmp_path / "wd" / "backbone.safetensors").is_file()
     assert (tmp_path / "wd" / "iter_3.pth").is_file()
+    assert out.count("| evaluation | weights |") == 1  # only rank 0 evaluates
+    assert (tmp_path / "wd" / "results.json").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -117,6 +118,8 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
     from facerep import dist
 
     start = time.perf_counter()
+    # evaluation runs on rank 0 only; under torchrun the group starts (and ends) inside pretraining
+    rank = dist.rank() if dist.is_distributed() else int(os.environ.get("RANK", "0"))
     if cfg.objective is not None:
         from facerep.engine.runner import pretrain
 
@@ -128,7 +131,7 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
         summary["pretrain_seconds"] = round(time.perf_counter() - start, 1)
         from facerep.checkpoint import load_backbone
 
-        backbone = load_backbone(path, plugins) if dist.rank() == 0 else None
+        backbone = load_backbone(path, plugins) if rank == 0 else None
     elif cfg.backbone_weights is not None:
         from facerep.checkpoint import load_backbone
         from facerep.data.folder import expand_path
@@ -139,7 +142,7 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
         backbone = build(resolve("backbone", cfg.backbone, "backbone", plugins))
     else:
         raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
-    if cfg.evaluate and dist.rank() == 0:
+    if cfg.evaluate and rank == 0:
         results = evaluate(cfg, backbone, plugins)
         for r in results:
             r["weights"] = "pretrained" if cfg.objective is not None or cfg.backbone_weights else "random init"

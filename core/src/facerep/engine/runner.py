@@ -172,10 +172,9 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
     )
     with safe_checkpoint_loading():
         runner.train()
-    if runner.iter < t.max_steps:
-        return None
+    finished = runner.iter >= t.max_steps
     out = work_dir / "backbone.safetensors"
-    if rank == 0:
+    if finished and rank == 0:
         export_backbone(
             objective.exported_backbone(),
             out,
@@ -183,4 +182,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
             method=objective_r.spec.name,
             extra={"run": cfg.name, "steps": t.max_steps, "plugins": plugins.manifest()},
         )
-    return out
+    if fdist.is_distributed():  # leave together: a rank exiting with live gloo/NCCL threads aborts
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return out if finished else None
