@@ -24,7 +24,7 @@ from facerep.checkpoint import export_backbone, from_plain, safe_checkpoint_load
 from facerep.config import RunConfig
 from facerep.engine.model import PretrainDDP, PretrainModel
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
-from facerep.engine.stream import StreamSampler, ViewStream, worker_init
+from facerep.engine.stream import StreamSampler, ViewStream
 from facerep.errors import ConfigError
 from facerep.plugins import PluginSet
 
@@ -139,7 +139,8 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
         pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
-        worker_init_fn=worker_init,
+        # no worker_init_fn calling cv2.setNumThreads: after a threaded preload, that call in a
+        # forked worker deadlocked (seen here); OpenCV's defaults are kept.
         prefetch_factor=4 if t.num_workers > 0 else None,
     )
     global_batch = t.batch_size * world

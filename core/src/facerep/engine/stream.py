@@ -23,15 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from facerep.protocols import FaceDataset, ViewTransform
 
-__all__ = ["StreamSampler", "ViewStream", "worker_init"]
-
-
-def worker_init(worker_id: int) -> None:  # noqa: ARG001
-    """Data-loader workers augment one sample at a time: one OpenCV thread each, so that they do
-    not oversubscribe the cores the training process uses."""
-    import cv2
-
-    cv2.setNumThreads(1)
+__all__ = ["StreamSampler", "ViewStream"]
 
 
 class ViewStream(Dataset):
