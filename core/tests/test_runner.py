@@ -86,3 +86,32 @@ def test_checkpoint_is_loaded_without_unpickling_code(tmp_path, local_plugins):
     torch.save({"x": Path("/etc/passwd")}, evil)
     with safe_checkpoint_loading(), pytest.raises(Exception, match="weights_only|Unsupported global"):
         torch.load(evil)
+
+
+def test_loader_workers_with_a_preloaded_folder_train(tmp_path):
+    """The experiments' data path: decoded-once images, one loader worker (forked after the
+    threaded preload). A subprocess with a timeout, so that a stuck worker fails the test instead
+    of hanging the suite."""
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    cfg = dict(CONFIG, data={"name": "core.image_folder", "params": {"roots": [str(tmp_path / "img")], "resize": 32, "preload": True}},
+               objective={"name": "local.toy", "params": {"crop": 24}})
+    cfg["train"] = dict(CONFIG["train"], num_workers=1, max_steps=3, checkpoint_every=0)
+    cfg["data"]["name"] = "core.image_folder"
+    path = _write(tmp_path, cfg)
+    code = (
+        "import sys; sys.path.insert(0, %r); from conftest import _local_plugin\n"
+        "from facerep.plugins import load_plugins; from facerep.run import run\n"
+        "run(%r, work_dir=%r, plugins=load_plugins(entry_points=[], extra=[('local', _local_plugin())]))\n"
+    ) % (str(Path(__file__).parent), str(path), str(tmp_path / "wd"))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "wd" / "backbone.safetensors").is_file()

@@ -139,8 +139,8 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
         pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=False,
-        # no worker_init_fn calling cv2.setNumThreads: after a threaded preload, that call in a
-        # forked worker deadlocked (seen here); OpenCV's defaults are kept.
+        # no worker_init_fn calling cv2.setNumThreads: a run with it (after the threaded preload of
+        # 14,000 faces) stalled before its first step; OpenCV's defaults are kept.
         prefetch_factor=4 if t.num_workers > 0 else None,
     )
     global_batch = t.batch_size * world
