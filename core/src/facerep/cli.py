@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from facerep import __version__
-from facerep.errors import ConfigError, FacerepError, PluginError
+from facerep.errors import FacerepError, PluginError
 
 __all__ = ["main"]
 

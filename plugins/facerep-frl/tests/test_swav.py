@@ -109,7 +109,7 @@ def test_queue_fills_from_the_start_step_newest_first_and_is_used_once_full():
     seen = []
     for step in range(4):
         views = batch(step, 4, (8, 8, 4))
-        out = obj(views)
+        obj(views)
         seen.append(torch.stack([obj._pending[0], obj._pending[1]]))  # z of crops 0 and 1 of this batch
         obj.after_optimizer_step(step, 4)
         assert int(obj.queue_filled) == min(4 * step, 8)  # step 0 is before queue_start_step
