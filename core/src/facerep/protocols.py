@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from facerep.types import DatasetInfo, Features, LossOutput, Sample
+    from facerep.types import DatasetInfo, Features, LossOutput, Prepared, Sample
 
 __all__ = ["Backbone", "FaceDataset", "Head", "Objective", "Protocol", "Task", "ViewTransform"]
 
@@ -93,30 +93,82 @@ class Objective(typing.Protocol):
 
 
 class Head(typing.Protocol):
-    """A downstream head (``nn.Module``), built as ``Head(params, in_dims=backbone.layer_dims or
-    [embed_dim])``: ``forward(features) -> prediction`` and ``loss(prediction, targets) -> LossOutput``."""
+    """A downstream head (``nn.Module``), built by its :class:`Task`.
 
-    def forward(self, features: Features) -> torch.Tensor | dict[str, torch.Tensor]: ...
+    Two steps, so that a frozen backbone is run once per image and its output cached:
 
-    def loss(self, prediction: torch.Tensor | dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> LossOutput: ...
+    * ``select(features) -> dict[str, Tensor]``: *parameter-free* choice/reduction of what the head
+      reads (e.g. the four pyramid layers, or mean/max/CLS of each layer). Every value is batched
+      along dim 0. Frozen protocols call it once per image and cache the result.
+    * ``forward(inputs) -> output`` on that dict (a tensor or a dict of tensors, batched).
+    * ``loss(output, targets) -> LossOutput`` with ``targets`` the batched ``Prepared.target``.
+    """
+
+    def select(self, features: Features) -> dict[str, torch.Tensor]: ...
+
+    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]: ...
+
+    def loss(self, output: torch.Tensor | dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> LossOutput: ...
 
 
 class Task(typing.Protocol):
-    """A downstream task: which label it reads, how to build its head and how to score predictions."""
+    """A downstream task: how a labelled sample becomes a network input and a target, which head
+    learns it, how predictions go back to the original image, and how they are scored.
 
+    A protocol (linear probe, frozen + head, fine-tune) drives it::
+
+        prep = task.prepare(sample, train=True, rng=rng)       # Prepared(image, target, meta)
+        head = task.build_head(backbone.layer_dims or [embed_dim], train_set, linear=False)
+        out = head(head.select(backbone(backbone.preprocess(images))))
+        head.loss(out, targets).loss.backward()
+        ...
+        outs = [head(head.select(backbone(x))) for x in task.test_views(images)]   # e.g. + flip
+        preds = task.predict(outs, metas)                      # one per sample, original coordinates
+        metrics = task.evaluate(preds, test_set)               # e.g. {"nme_inter_ocular": 0.041}
+
+    Attributes:
+        name: short task name used in result tables (``"landmarks"``).
+        label: the :class:`~facerep.types.Sample` field it learns (``"landmarks"``).
+        input_size: side of the square network input.
+        primary_metric: the key of :meth:`evaluate` reported in summary tables and plots.
+        higher_is_better: direction of ``primary_metric`` (False for NME).
+        probe_label: a classification label (single class id or 0/1 vector) for the closed-form
+            linear probe on pooled features, or None when the task's linear mode is a head trained
+            by gradient descent (``build_head(..., linear=True)``).
+
+    Optional methods (protocols fall back when absent):
+        ``strata(dataset) -> (N,) int array | None``: classes for stratified few-shot sampling.
+        ``groups(dataset) -> (N,) int array | None``: identities for K-shot-per-identity sampling.
+        ``draw(sample, prediction) -> (H, W, 3) uint8``: a picture of a prediction for reports.
+    """
+
+    name: str
     label: str
+    input_size: int
+    primary_metric: str
+    higher_is_better: bool
+    probe_label: str | None
 
-    def build_head(self, in_dims: list[int]) -> nn.Module: ...
+    def prepare(self, sample: Sample, *, train: bool, rng: np.random.Generator) -> Prepared: ...
 
-    def metrics(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]: ...
+    def build_head(self, in_dims: list[int], train: FaceDataset, *, linear: bool) -> nn.Module: ...
+
+    def test_views(self, images: torch.Tensor) -> list[torch.Tensor]: ...
+
+    def predict(self, outputs: list[typing.Any], metas: list[dict]) -> list[typing.Any]: ...
+
+    def evaluate(self, predictions: list[typing.Any], dataset: FaceDataset) -> dict[str, float]: ...
 
 
 class Protocol(typing.Protocol):  # type: ignore[no-redef]
-    """A transfer protocol: fit on ``train``, score on ``test``; returns ``{metric: value}``.
+    """A transfer protocol: fit on ``train`` (a few-shot subset), score on ``test``.
 
-    Protocols put the backbone in ``eval()`` themselves and never select anything on ``test``.
+    ``run(backbone, task, train, test, val=None) -> EvalOutput`` (``facerep.eval.protocols``):
+    ``metrics`` of the last epoch, plus ``val_*`` metrics and the best epoch's test metrics
+    (``best_*``) when a ``val`` split is given; the epoch is chosen on ``val``, never on ``test``.
+    Protocols put the backbone in ``eval()`` when it is frozen.
     """
 
     name: str
 
-    def run(self, backbone: Backbone, train: FaceDataset, test: FaceDataset, label: str) -> dict[str, float]: ...
+    def run(self, backbone: Backbone, task: Task, train: FaceDataset, test: FaceDataset, val: FaceDataset | None = None) -> typing.Any: ...

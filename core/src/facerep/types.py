@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["DatasetInfo", "Features", "LossOutput", "Sample"]
+__all__ = ["DatasetInfo", "Features", "LossOutput", "Prepared", "Sample"]
 
 
 def _check_image(instance: Sample, attribute: attrs.Attribute, value: np.ndarray) -> None:
@@ -111,3 +111,20 @@ class LossOutput:
 
     loss: torch.Tensor
     logs: dict[str, float] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class Prepared:
+    """One sample made ready for a task's network: what :meth:`Task.prepare` returns.
+
+    Attributes:
+        image: ``(S, S, 3)`` uint8 RGB network input (the task's ``input_size``).
+        target: training targets in *input* coordinates, as numpy arrays (batched by key; every
+            sample of a task has the same keys and shapes).
+        meta: whatever :meth:`Task.predict` needs to map a prediction back to the original image,
+            e.g. ``{"matrix": (2, 3) original->input affine, "size": (h, w)}``. Not batched.
+    """
+
+    image: np.ndarray
+    target: dict[str, np.ndarray] = attrs.field(factory=dict)
+    meta: dict[str, Any] = attrs.field(factory=dict)
