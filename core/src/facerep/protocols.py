@@ -118,7 +118,7 @@ class Task(typing.Protocol):
     A protocol (linear probe, frozen + head, fine-tune) drives it::
 
         prep = task.prepare(sample, train=True, rng=rng)       # Prepared(image, target, meta)
-        head = task.build_head(backbone.layer_dims or [embed_dim], train_set, linear=False)
+        head = task.build_head(backbone, train_set, linear=False)  # reads embed_dim, layer_dims
         out = head(head.select(backbone(backbone.preprocess(images))))
         head.loss(out, targets).loss.backward()
         ...
@@ -151,7 +151,10 @@ class Task(typing.Protocol):
 
     def prepare(self, sample: Sample, *, train: bool, rng: np.random.Generator) -> Prepared: ...
 
-    def build_head(self, in_dims: list[int], train: FaceDataset, *, linear: bool) -> nn.Module: ...
+    def build_head(self, backbone: Backbone, train: FaceDataset, *, linear: bool) -> nn.Module:
+        """A :class:`Head` sized for ``backbone`` (``embed_dim``, ``layer_dims``; ``is_vit`` when
+        present) and ``train`` (e.g. its number of classes). ``linear=True``: the task's linear
+        probe (a single linear map from the selected features), used when ``probe_label`` is None."""
 
     def test_views(self, images: torch.Tensor) -> list[torch.Tensor]: ...
 
