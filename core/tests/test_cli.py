@@ -104,11 +104,11 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
         assert re.search(rf"^{kind} \(\d+\)$", out, re.M), kind
     assert re.search(r"^backbones \(1\)\nname\s+provided by\s+summary\n[- ]+\ncore\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("core.")}
-    assert set(rows) == {"core.image_folder", "core.synthetic", "core.timm", "core.knn", "core.linear_probe"}
+    assert set(rows) == {"core.image_folder", "core.synthetic", "core.timm", "core.knn", "core.linear_probe", "core.frozen_head", "core.finetune"}
     assert all("facerep-core 0.1.0" in line for line in rows.values())
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
-    assert "protocols (2)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
+    assert "protocols (4)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,19 +196,23 @@ def test_random_weights_baseline_prints_results_and_writes_them(tmp_path):
     results = summary["results"]
     assert [(r["protocol"], r["weights"], r["label"]) for r in results] == [
         ("core.knn", "random init", "expression"), ("core.linear_probe", "random init", "expression")]
-    assert results[0]["train"] == "image_folder:train (16)" and results[0]["test"] == "image_folder:test (8)"
+    assert results[0]["train"] == "image_folder:train (16/16)" and results[0]["test"] == "image_folder:test (8)"
+    assert results[0]["fraction"] == 1.0 and results[0]["primary"] == "acc" and results[0]["n_train"] == 16
     # grey level separates the classes even through random conv features: wiring labels wrongly would not
     assert results[0]["metrics"]["acc"] >= 0.75 and results[1]["metrics"]["acc"] >= 0.75
     assert results[0]["metrics"]["k"] == 3.0 and results[1]["metrics"]["l2"] in (0.01, 1.0)
+    subset = json.loads((wd / results[0]["subset"]).read_text())
+    assert subset["indices"] == list(range(16)) and subset["dataset"] == "image_folder"
 
     table = (wd / "results.md").read_text()
     lines = table.strip().splitlines()
     assert lines[0] == "# baseline"
-    assert lines[2] == "| evaluation | weights | protocol | train | test | score | seconds |"
-    assert len(lines) == 6
-    row = "| image_folder/expression | random init | core.knn | image_folder:train (16) | image_folder:test (8) | acc "
-    assert lines[4].startswith(row)
-    assert table.strip() in res.stdout  # the same table is printed
+    assert lines[4] == "| task | weights | protocol | fraction | train images | test | metric | value | seeds | seconds |"
+    row = "| image_folder/expression | random init | core.knn | 1 | 16 | image_folder:test (8) | acc ↑ | "
+    assert lines[6].startswith(row), lines[6]
+    assert (wd / "plots" / "image_folder_expression.png").is_file()
+    summary_table = table.split("\n## Every run")[0].strip()
+    assert summary_table.split("## Plots")[0].strip() in res.stdout  # the same summary is printed
     for name in ("config.yaml", "plugins.json", "environment.json"):
         assert (wd / name).is_file(), name
     assert not (wd / "backbone.safetensors").exists()  # nothing was pretrained
@@ -218,3 +222,75 @@ def test_random_weights_baseline_prints_results_and_writes_them(tmp_path):
 def test_usage_errors_exit_2(tmp_path, argv, code):
     res = facerep(*argv, cwd=tmp_path)
     assert res.returncode == code and "usage: facerep" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# facerep eval / report / data check
+# ---------------------------------------------------------------------------------------------
+
+
+def test_eval_runs_fractions_x_seeds_x_protocols_on_exported_weights_and_report_rerenders(tmp_path):
+    import torch
+
+    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.checkpoint import export_backbone
+    from facerep.config import ComponentConfig
+
+    train = _labelled_folders(tmp_path / "faces" / "train", 10, seed=0)
+    test = _labelled_folders(tmp_path / "faces" / "test", 4, seed=1)
+    torch.manual_seed(0)
+    bb = TimmBackbone(TimmBackboneParams(model="resnet10t"))
+    export_backbone(bb, tmp_path / "backbone.safetensors", backbone=ComponentConfig("core.timm", {"model": "resnet10t"}), method="none")
+    cfg = _eval_config(str(train), str(test))
+    cfg["evaluate"] = [dict(cfg["evaluate"][0], protocols=[{"name": "core.frozen_head", "params": {"epochs": 2, "min_steps": 0}}],
+                            fractions=[0.2, 1.0], seeds=[0, 1], name="grey")]
+    path = _write(tmp_path / "eval.yaml", cfg)
+    wd = tmp_path / "wd"
+    res = facerep("eval", path, "--weights", tmp_path / "backbone.safetensors", "--work-dir", wd, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    results = json.loads((wd / "results.json").read_text())["results"]
+    grid = [(r["protocol"], r["fraction"], r["seed"], r["weights"]) for r in results]
+    assert grid == [(p, f, s, "pretrained") for f in (0.2, 1.0) for s in (0, 1) for p in ("core.knn", "core.frozen_head")]
+    small = [json.loads((wd / r["subset"]).read_text()) for r in results if r["fraction"] == 0.2]
+    assert [s["n"] for s in small] == [4, 4, 4, 4]  # ceil(0.2 * 10) per class, stratified
+    assert small[0]["indices"] != small[2]["indices"]  # another seed, another subset
+    big = json.loads((wd / results[-1]["subset"]).read_text())
+    assert set(small[0]["indices"]) <= set(range(big["n"]))
+    md = (wd / "results.md").read_text()
+    (wd / "results.md").unlink()
+    again = facerep("report", wd, cwd=tmp_path)
+    assert again.returncode == 0 and (wd / "results.md").read_text() == md
+    assert "| grey | pretrained | core.frozen_head | 0.2 | 4 |" in md and (wd / "plots" / "grey.png").is_file()
+    bad = facerep("report", tmp_path, cwd=tmp_path)
+    assert bad.returncode == 2 and "no results.json" in bad.stderr
+
+
+def test_eval_config_errors_name_the_entry(tmp_path):
+    cfg = _eval_config("a", "b")
+    cfg["evaluate"][0]["fractions"] = [0.0]
+    res = facerep("eval", _write(tmp_path / "c.yaml", cfg), "--dry-run", cwd=tmp_path)
+    assert res.returncode == 2 and "evaluate.0.fractions: 0.0 is not in (0, 1]" in res.stderr
+    cfg = _eval_config("a", "b")
+    del cfg["evaluate"][0]["label"]
+    res = facerep("eval", _write(tmp_path / "c.yaml", cfg), "--dry-run", cwd=tmp_path)
+    assert res.returncode == 2 and "evaluate.0: give a 'task' or a 'label' to classify" in res.stderr
+
+
+def test_data_check_flags_cross_split_duplicates_and_unreadable_files(tmp_path):
+    import shutil
+
+    train = _labelled_folders(tmp_path / "faces" / "train", 5, seed=0)
+    test = _labelled_folders(tmp_path / "faces" / "test", 3, seed=1)
+    path = _write(tmp_path / "c.yaml", _eval_config(str(train), str(test)))
+    ok = facerep("data", "check", path, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"evaluate\.0\.train\s+image_folder:train\s+10\s+0\s+32-32 x 32-32", ok.stdout)
+    assert "expression: annotated 10, min 0, max 1, classes 2" in ok.stdout
+    shutil.copy(train / "dark" / "2.png", test / "dark" / "leak.png")
+    (test / "bright" / "broken.png").write_bytes(b"not a png")
+    res = facerep("data", "check", path, cwd=tmp_path)
+    assert res.returncode == 1
+    assert "1 image(s) of image_folder:train are pixel-identical to images of image_folder:test" in res.stderr
+    assert "broken.png" in res.stderr and "1 unreadable file(s)" in res.stderr
+    one = facerep("data", "check", "--dataset", "core.image_folder", "-p", f"roots=[{train}]", "-p", "labels=folder", cwd=tmp_path)
+    assert one.returncode == 0 and re.search(r"--dataset\s+image_folder:\w+\s+10\s+0", one.stdout)

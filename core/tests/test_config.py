@@ -56,8 +56,8 @@ def test_structures_nested_sections_with_yaml_friendly_numbers():
     assert cfg.train.optimizer.betas == (0.8, 0.9)
     assert cfg.train.grad_clip == pytest.approx(0.1)  # YAML 1.1 reads 1e-1 as a string
     assert cfg.backbone == ComponentConfig("core.timm", {"model": "resnet10t"})
-    assert cfg.evaluate[0] == EvalConfig(ComponentConfig("core.knn"), ComponentConfig("core.image_folder"),
-                                         ComponentConfig("core.image_folder"), "expression")
+    assert cfg.evaluate[0] == EvalConfig(protocol=ComponentConfig("core.knn"), train=ComponentConfig("core.image_folder"),
+                                         test=ComponentConfig("core.image_folder"), label="expression")
     assert structure(unstructure(cfg), RunConfig) == cfg
     assert structure(None, RunConfig) == RunConfig()
 
@@ -90,10 +90,10 @@ def test_wrong_types_name_the_path():
 
 
 def test_missing_required_field_names_it_once():
-    msg = _error({"evaluate": [{k: v for k, v in EVAL.items() if k != "label"}]})
-    assert msg.splitlines()[1] == "  evaluate.0.label: required field is missing"
+    msg = _error({"evaluate": [{k: v for k, v in EVAL.items() if k != "test"}]})
+    assert msg.splitlines()[1] == "  evaluate.0.test: required field is missing"
     assert _error({"data": {"params": {}}}).splitlines()[1] == "  data.name: required field is missing"
-    assert _error({}, EvalConfig).splitlines()[1:] == [f"  {f}: required field is missing" for f in ("protocol", "train", "test", "label")]
+    assert _error({}, EvalConfig).splitlines()[1:] == [f"  {f}: required field is missing" for f in ("train", "test")]
 
 
 def test_top_level_must_be_a_mapping():

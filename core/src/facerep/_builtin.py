@@ -20,5 +20,9 @@ def facerep_register(registrar) -> None:  # noqa: ANN001
                       summary="SYNTHETIC drawn faces (identity, 68 landmarks, mask, attributes, expression)")
     registrar.protocol("linear_probe", "facerep.eval.linear_probe:LinearProbe", params="facerep.eval.linear_probe:LinearProbeParams",
                        summary="frozen backbone + L2-regularised linear classifier (lambda chosen on a validation split)")
+    registrar.protocol("frozen_head", "facerep.eval.protocols:FrozenHead", params="facerep.eval.protocols:FrozenHeadParams",
+                       summary="frozen backbone (features cached once) + the task's head, AdamW")
+    registrar.protocol("finetune", "facerep.eval.protocols:FineTune", params="facerep.eval.protocols:FineTuneParams",
+                       summary="full fine-tuning: layer-wise lr decay for the backbone, separate head lr")
     registrar.protocol("knn", "facerep.eval.knn:KNNProbe", params="facerep.eval.knn:KNNParams",
                        summary="frozen backbone + cosine k-NN with temperature-weighted votes")

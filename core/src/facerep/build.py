@@ -11,7 +11,7 @@ from facerep.errors import ConfigError
 from facerep.plugins import PluginSet, get_plugins
 from facerep.registry import ComponentSpec
 
-__all__ = ["Resolved", "build", "resolve", "resolve_run"]
+__all__ = ["Resolved", "build", "resolve", "resolve_eval", "resolve_run"]
 
 
 @attrs.frozen
@@ -58,7 +58,30 @@ def resolve_run(cfg: RunConfig, plugins: PluginSet | None = None) -> list[Resolv
     elif cfg.backbone is not None and cfg.backbone_weights is None:
         out.append(resolve("backbone", cfg.backbone, "backbone", plugins))
     for i, ev in enumerate(cfg.evaluate):
-        out.append(resolve("protocol", ev.protocol, f"evaluate.{i}.protocol", plugins))
-        out.append(resolve("dataset", ev.train, f"evaluate.{i}.train", plugins))
-        out.append(resolve("dataset", ev.test, f"evaluate.{i}.test", plugins))
+        out.extend(resolve_eval(ev, f"evaluate.{i}", plugins).values())
+    return out
+
+
+def resolve_eval(ev: Any, path: str, plugins: PluginSet | None = None) -> dict[str, Any]:
+    """The components of one ``evaluate`` entry: ``task`` (when given), ``train``, ``test``, ``val``
+    (when given) and ``protocol.<j>`` for each protocol."""
+    if ev.task is None and not ev.label:
+        raise ConfigError(f"{path}: give a 'task' or a 'label' to classify")
+    if ev.task is not None and ev.label:
+        raise ConfigError(f"{path}: give a 'task' or a 'label', not both (the task decides its label)")
+    protocols = ev.all_protocols()
+    if not protocols:
+        raise ConfigError(f"{path}: no 'protocol' or 'protocols' given")
+    for f in ev.fractions:
+        if not 0 < f <= 1:
+            raise ConfigError(f"{path}.fractions: {f} is not in (0, 1]")
+    out: dict[str, Any] = {}
+    for j, proto in enumerate(protocols):
+        where = f"{path}.protocol" if ev.protocol is not None and j == 0 else f"{path}.protocols.{j - (ev.protocol is not None)}"
+        out[f"protocol.{j}"] = resolve("protocol", proto, where, plugins)
+    if ev.task is not None:
+        out["task"] = resolve("task", ev.task, f"{path}.task", plugins)
+    for key in ("train", "test", "val"):
+        if getattr(ev, key) is not None:
+            out[key] = resolve("dataset", getattr(ev, key), f"{path}.{key}", plugins)
     return out

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from facerep import __version__
-from facerep.errors import FacerepError, PluginError
+from facerep.errors import ConfigError, FacerepError, PluginError
 
 __all__ = ["main"]
 
@@ -75,6 +75,77 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from facerep.config import find_config
+    from facerep.run import run
+
+    run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
+        evaluate_only=True, weights=args.weights)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from facerep.eval.report import render_report
+
+    print(render_report(args.work_dir).split("\n## Every run")[0])
+    return 0
+
+
+def _datasets_of(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """(config path, dataset) pairs named by ``--dataset`` or by a config's data/evaluate blocks."""
+    import yaml
+
+    from facerep.build import build, resolve
+    from facerep.config import ComponentConfig, apply_overrides, find_config, load_config
+
+    if args.dataset:
+        params = apply_overrides({}, args.param or [])
+        return [("--dataset", build(resolve("dataset", ComponentConfig(args.dataset, params), "--dataset")))]
+    if not args.config:
+        raise ConfigError("facerep data check: give a CONFIG or --dataset NAME")
+    cfg, _ = load_config(find_config(args.config), args.override or [])
+    blocks = [("data", cfg.data)] if cfg.data is not None else []
+    for i, ev in enumerate(cfg.evaluate):
+        blocks += [(f"evaluate.{i}.{k}", getattr(ev, k)) for k in ("train", "val", "test") if getattr(ev, k) is not None]
+    seen: dict[str, tuple[str, object]] = {}
+    for path, comp in blocks:  # the same split named twice is checked once
+        key = yaml.safe_dump({"name": comp.name, "params": comp.params}, sort_keys=True)
+        if key not in seen:
+            seen[key] = (path, build(resolve("dataset", comp, path)))
+    return list(seen.values())
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    import json
+
+    from facerep.data.check import check_dataset, cross_split_duplicates
+
+    reports = []
+    for path, ds in _datasets_of(args):
+        rep = check_dataset(ds, limit=args.limit)
+        rep["config_path"] = path
+        reports.append(rep)
+    cross = cross_split_duplicates(reports)
+    rows = []
+    for r in reports:
+        res = f"{r['height'][0]}-{r['height'][2]} x {r['width'][0]}-{r['width'][2]}" if r["height"] else "-"
+        labels = "; ".join(f"{f}: " + ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("problem",)) for f, s in r["labels"].items())
+        rows.append((r["config_path"], f"{r['name']}:{r['split']}", str(r["samples"]), str(r["unreadable"]), res,
+                     f"{r['sharpness_mean']:.2f}", str(r["duplicates_within"]), labels or "none"))
+    print(_table(rows, ("config path", "dataset", "samples", "unreadable", "h x w", "sharpness", "dups", "labels")))
+    problems = [f"{r['name']}:{r['split']}: {p}" for r in reports for p in r["problems"]] + cross
+    if args.json:
+        for r in reports:
+            r.pop("_hashes", None)
+        with open(args.json, "w") as fh:
+            json.dump({"splits": reports, "cross_split": cross}, fh, indent=2)
+    if problems:
+        print("\nproblems:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 1
+    print("\nno problems found")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facerep", description="Facial representation learning: pretrain face encoders and measure how they transfer.")
     parser.add_argument("--version", action="version", version=f"facerep {__version__}")
@@ -98,13 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help="resume from the latest (or the given) checkpoint")
     p.add_argument("--stop-after", type=int, metavar="STEPS", help="end this session after STEPS steps (checkpointed); continue later with --resume")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("eval", help="evaluate exported weights (or random/pretrained per the config) on its evaluate grid")
+    p.add_argument("config", help="YAML file with 'evaluate' entries, or a preset '<plugin>/<name>'")
+    p.add_argument("--weights", metavar="BACKBONE", help="an exported backbone.safetensors (its JSON sidecar names the backbone)")
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field")
+    p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
+    p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("report", help="render results.md and the plots of an evaluation work dir again")
+    p.add_argument("work_dir")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    c = dsub.add_parser("check", help="counts, label ranges, resolution, sharpness and duplicates per split")
+    c.add_argument("config", nargs="?", help="a config: checks its data and every evaluate train/val/test split")
+    c.add_argument("--dataset", help="check one registered dataset instead (params with -p key=value)")
+    c.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="dataset parameter (with --dataset)")
+    c.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field")
+    c.add_argument("--limit", type=int, help="check only the first N samples of each split")
+    c.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    c.set_defaults(func=cmd_data_check)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "run"):
+    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "run", "eval", "report", "data"):
         # only then are plugin commands needed (they would otherwise cost discovery on --help)
         from facerep.plugins import get_plugins
 

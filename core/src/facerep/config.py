@@ -98,13 +98,36 @@ class TrainConfig:
 
 @attrs.frozen
 class EvalConfig:
-    """One evaluation after pretraining: a protocol run on a labelled train/test pair."""
+    """One evaluation entry: a task (or a bare label to classify) x protocols x few-shot fractions
+    x seeds, trained on (a subset of) ``train`` and scored on ``test``.
 
-    protocol: ComponentConfig
+    Attributes:
+        task: a registered task (``landmarks.alignment``); None classifies ``label`` from the image.
+        label: the label field to classify when no task is given (``expression``, ``attributes``).
+        protocol / protocols: one or several registered protocols.
+        val: an optional validation split (best-epoch selection; never the test split).
+        fractions: few-shot fractions of ``train`` (seeded, nested; stratified when the task says how).
+        shots: images per identity (recognition's K-shot; with ``fractions`` = identity fractions).
+        seeds: one subset and one head initialisation per seed.
+        backbone_layers: intermediate layers the heads read (e.g. [3, 5, 7, 11] for a ViT-B);
+            None keeps the backbone's configured layers.
+    """
+
     train: ComponentConfig
     test: ComponentConfig
-    label: str
+    task: ComponentConfig | None = None
+    label: str | None = None
+    protocol: ComponentConfig | None = None
+    protocols: tuple[ComponentConfig, ...] = ()
+    val: ComponentConfig | None = None
+    fractions: tuple[float, ...] = (1.0,)
+    shots: int | None = None
+    seeds: tuple[int, ...] = (0,)
+    backbone_layers: tuple[int, ...] | None = None
     name: str = ""
+
+    def all_protocols(self) -> tuple[ComponentConfig, ...]:
+        return ((self.protocol,) if self.protocol is not None else ()) + self.protocols
 
 
 @attrs.frozen

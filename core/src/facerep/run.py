@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import yaml
 
 from facerep.build import Resolved, build, resolve, resolve_run
@@ -70,39 +71,23 @@ def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None
     (work_dir / "environment.json").write_text(json.dumps(env, indent=2))
 
 
-def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet) -> list[dict[str, Any]]:
-    results = []
-    for i, ev in enumerate(cfg.evaluate):
-        start = time.perf_counter()
-        protocol = build(resolve("protocol", ev.protocol, f"evaluate.{i}.protocol", plugins))
-        train = build(resolve("dataset", ev.train, f"evaluate.{i}.train", plugins))
-        test = build(resolve("dataset", ev.test, f"evaluate.{i}.test", plugins))
-        metrics = protocol.run(backbone, train, test, ev.label)
-        results.append({
-            "name": ev.name or f"{train.info.name}/{ev.label}",
-            "protocol": ev.protocol.name,
-            "label": ev.label,
-            "train": f"{train.info.name}:{train.info.split} ({len(train)})",
-            "test": f"{test.info.name}:{test.info.split} ({len(test)})",
-            "metrics": metrics,
-            "seconds": round(time.perf_counter() - start, 1),
-        })
-    return results
+def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, weights: str) -> list[dict[str, Any]]:
+    from facerep.eval.runner import evaluate_entries
 
-
-def results_markdown(title: str, results: list[dict[str, Any]]) -> str:
-    lines = [f"# {title}", "", "| evaluation | weights | protocol | train | test | score | seconds |", "|---|---|---|---|---|---|---|"]
-    for r in results:
-        m = r["metrics"]
-        key = next((k for k in ("mean_acc", "acc") if k in m), next(iter(m)))
-        lines.append(f"| {r['name']} | {r.get('weights', '')} | {r['protocol']} | {r['train']} | {r['test']} | {key} {m[key]:.4f} | {r['seconds']} |")
-    return "\n".join(lines) + "\n"
+    return evaluate_entries(cfg, backbone, plugins, out_dir, weights)
 
 
 def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, work_dir: str | Path | None = None,
-        resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None) -> dict[str, Any]:
+        resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None,
+        evaluate_only: bool = False, weights: str | None = None) -> dict[str, Any]:
+    """``facerep run`` (pretrain and/or evaluate) and ``facerep eval`` (``evaluate_only``: skip the
+    objective; ``weights``: an exported backbone to evaluate)."""
     plugins = plugins or get_plugins()
     cfg, _ = load_config(config, overrides)
+    if evaluate_only:
+        if not cfg.evaluate:
+            raise ConfigError(f"{config}: no 'evaluate' entries")
+        cfg = attrs.evolve(cfg, objective=None, backbone_weights=weights or cfg.backbone_weights)
     _check_required(cfg, plugins)
     resolved = resolve_run(cfg, plugins)
     if not resolved:
@@ -143,18 +128,15 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
     else:
         raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
     if cfg.evaluate and rank == 0:
-        results = evaluate(cfg, backbone, plugins)
-        for r in results:
-            r["weights"] = "pretrained" if cfg.objective is not None or cfg.backbone_weights else "random init"
-        if cfg.compare_random_init and (cfg.objective is not None or cfg.backbone_weights):
+        pretrained = cfg.objective is not None or cfg.backbone_weights is not None
+        results = evaluate(cfg, backbone, plugins, out, "pretrained" if pretrained else "random init")
+        if cfg.compare_random_init and pretrained:
             torch.manual_seed(cfg.seed)
             random_backbone = build(resolve("backbone", _backbone_config(cfg), "backbone", plugins))
-            for r in evaluate(cfg, random_backbone, plugins):
-                r["weights"] = "random init"
-                results.append(r)
+            results += evaluate(cfg, random_backbone, plugins, out, "random init")
         summary["results"] = results
-        (out / "results.json").write_text(json.dumps(summary, indent=2))
-        table = results_markdown(cfg.name, results)
-        (out / "results.md").write_text(table)
-        print("\n" + table)
+        summary["title"] = cfg.name
+        from facerep.eval.report import write_report
+
+        print("\n" + write_report(out, cfg.name, summary).split("\n## Every run")[0])
     return summary

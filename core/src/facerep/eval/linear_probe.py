@@ -9,15 +9,18 @@ Fitting is full-batch L-BFGS on the extracted features, which is exact and fast 
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facerep.eval.features import extract_splits
-from facerep.protocols import Backbone, FaceDataset
+from facerep.data.subset import label_array
+from facerep.errors import ConfigError
+from facerep.protocols import Backbone, FaceDataset, Task
 
-__all__ = ["LinearProbe", "LinearProbeParams", "fit_linear", "standardize"]
+__all__ = ["FittedProbe", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe", "probe_features", "standardize"]
 
 
 @attrs.frozen
@@ -33,6 +36,9 @@ class LinearProbeParams:
     #: would otherwise explode on the test split (see notes/science.md).
     std_floor: float = 0.01
     seed: int = 0
+    device: str = "auto"
+    #: AdamW lr of the linear head of tasks without a ``probe_label`` (trained on frozen features).
+    head_lr: float = 1e-2
 
 
 def standardize(train: np.ndarray, *others: np.ndarray, std_floor: float = 0.01) -> list[np.ndarray]:
@@ -83,10 +89,26 @@ def _scores(pred: np.ndarray, y: np.ndarray, multilabel: bool, prefix: str = "")
     return out
 
 
-def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: LinearProbeParams) -> dict[str, float]:
-    """The probe on already extracted features (also used by benchmarks)."""
+@attrs.define
+class FittedProbe:
+    """A fitted probe: standardisation statistics and the linear map; ``logits(x)`` for new features."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    w: torch.Tensor
+    b: torch.Tensor
+    multilabel: bool
+    info: dict[str, float]
+
+    def logits(self, x: np.ndarray) -> torch.Tensor:
+        z = torch.from_numpy(((x - self.mean) / self.std).astype(np.float32)).double()
+        return (z @ self.w + self.b).float()
+
+
+def fit_probe(xtr: np.ndarray, ytr: np.ndarray, p: LinearProbeParams, n_out: int | None = None) -> FittedProbe:
+    """Choose the L2 weight on a seeded validation part of the training features, refit on all."""
     multilabel = ytr.ndim == 2
-    n_out = ytr.shape[1] if multilabel else int(max(ytr.max(), yte.max()) + 1)
+    n_out = ytr.shape[1] if multilabel else int(n_out or ytr.max() + 1)
     rng = np.random.default_rng(p.seed)
     perm = rng.permutation(len(xtr))
     n_val = max(1, int(round(p.val_fraction * len(xtr))))
@@ -98,20 +120,75 @@ def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.nd
         acc = next(iter(_scores(_predict(xv, wb, multilabel), ytr[val], multilabel).values()))
         if acc > best_acc:
             best, best_acc = l2, acc
-    xa, xt = standardize(xtr, xte, std_floor=p.std_floor)
-    wb = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter)
-    out = _scores(_predict(xt, wb, multilabel), yte, multilabel)
-    out.update(l2=best, val_score=best_acc, n_train=float(len(xtr)), n_test=float(len(xte)), dim=float(xtr.shape[1]))
+    mean = xtr.mean(0)
+    std = np.maximum(xtr.std(0), p.std_floor * float(xtr.std(0).mean()) + 1e-12)
+    (xa,) = standardize(xtr, std_floor=p.std_floor)
+    w, b = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter)
+    info = {"l2": best, "val_score": best_acc, "n_train": float(len(xtr)), "dim": float(xtr.shape[1])}
+    return FittedProbe(mean, std, w, b, multilabel, info)
+
+
+def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: LinearProbeParams) -> dict[str, float]:
+    """The probe on already extracted features (also used by benchmarks)."""
+    multilabel = ytr.ndim == 2
+    n_out = None if multilabel else int(max(ytr.max(), yte.max()) + 1)
+    probe = fit_probe(xtr, ytr, p, n_out)
+    logits = probe.logits(xte).double()
+    pred = (logits > 0).long().numpy() if multilabel else logits.argmax(1).numpy()
+    out = _scores(pred, yte, multilabel)
+    out.update(probe.info, n_test=float(len(xte)))
     return out
 
 
+@torch.no_grad()
+def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: LinearProbeParams) -> tuple[list[np.ndarray], list[dict]]:
+    """Pooled features of every test view of every prepared (test-mode) image."""
+    from facerep.eval.protocols import PreparedData, _autocast, _loader
+
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    views: list[list[torch.Tensor]] = []
+    metas: list[dict] = []
+    for images, _, meta in _loader(PreparedData(task, dataset, train=False), p.batch_size, p.num_workers):
+        xs = task.test_views(images)
+        views = views or [[] for _ in xs]
+        for v, x in enumerate(xs):
+            with _autocast(device, p.precision):
+                views[v].append(backbone(backbone.preprocess(x.to(device))).pooled.float().cpu())
+        metas.extend(meta)
+    return [torch.cat(v).numpy() for v in views], metas
+
+
 class LinearProbe:
+    """Closed-form probe on pooled features for tasks with a ``probe_label``; other tasks get their
+    linear head trained on frozen features (``build_head(..., linear=True)``)."""
+
     name = "linear_probe"
 
     def __init__(self, params: LinearProbeParams | None = None) -> None:
         self.params = params or LinearProbeParams()
 
-    def run(self, backbone: Backbone, train: FaceDataset, test: FaceDataset, label: str) -> dict[str, float]:
+    def run(self, backbone: Backbone, task: Task | str, train: FaceDataset, test: FaceDataset, val: FaceDataset | None = None) -> Any:
+        from facerep.eval.label_task import LabelTask
+        from facerep.eval.protocols import EvalOutput, FrozenHeadParams, LinearHeadProtocol, resolve_device
+
         p = self.params
-        xtr, ytr, xte, yte = extract_splits(backbone, train, test, label, p)
-        return probe_features(xtr, ytr, xte, yte, p)
+        if isinstance(task, str):  # a bare label field: classify it from the whole image
+            task = LabelTask(task, train, p.image_size)
+        if task.probe_label is None:
+            # a linear map on raw (unstandardised) features: a larger step than the nonlinear heads' 1e-3
+            frozen = FrozenHeadParams(batch_size=min(p.batch_size, 64), lr=p.head_lr, num_workers=p.num_workers, precision=p.precision,
+                                      seed=p.seed, device=p.device)
+            return LinearHeadProtocol(frozen).run(backbone, task, train, test, val)
+        backbone.to(resolve_device(p.device))
+        ytr = label_array(train, task.probe_label)
+        if ytr is None:
+            raise ConfigError(f"dataset {train.info.name}: label {task.probe_label!r} is not annotated on every sample")
+        n_classes = len(train.info.class_names.get(task.probe_label, ())) or None
+        (xtr, *_), _ = pooled_views(backbone, task, train, p)
+        probe = fit_probe(xtr, ytr, p, None if ytr.ndim == 2 else max(int(ytr.max()) + 1, n_classes or 0))
+        xte_views, metas = pooled_views(backbone, task, test, p)
+        preds = task.predict([probe.logits(x) for x in xte_views], metas)
+        metrics = task.evaluate(preds, test)
+        metrics.update(probe.info)
+        return EvalOutput(metrics, preds)

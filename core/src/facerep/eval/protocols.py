@@ -1,0 +1,373 @@
+"""Transfer protocols: frozen backbone + task head, and full fine-tuning (the linear probe is in
+``linear_probe.py``). Both drive a :class:`~facerep.protocols.Task`; see its docstring for the calls.
+
+* ``frozen_head`` (FaRL ``freeze_backbone``, FRL "linear adaptation"): the backbone runs once per
+  image; ``head.select`` outputs are cached and the head trains on them (no augmentation: the
+  cached views are the test-mode views).
+* ``finetune`` (FaRL ``refine_backbone``): everything trains on augmented views, the backbone at
+  ``backbone_lr`` with layer-wise lr decay (timm's ``param_groups_layer_decay``), the head at ``lr``.
+
+Both report the last epoch's test metrics; with a ``val`` split they also report ``val_*`` and the
+test metrics of the epoch that scored best on ``val`` (``best_*``). Test is never used for a choice.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from facerep.protocols import Backbone, FaceDataset, Task
+from facerep.types import Prepared
+
+__all__ = ["EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared"]
+
+
+@attrs.define
+class EvalOutput:
+    """``metrics`` (flat floats), test ``predictions`` in dataset order, per-epoch ``history``."""
+
+    metrics: dict[str, float]
+    predictions: list[Any] = attrs.field(factory=list)
+    history: list[dict[str, float]] = attrs.field(factory=list)
+
+
+class PreparedData(Dataset):
+    """``task.prepare`` over a dataset; augmentation randomness is seeded by (seed, epoch, index)."""
+
+    def __init__(self, task: Task, dataset: FaceDataset, *, train: bool, seed: int = 0) -> None:
+        self.task, self.dataset, self.train, self.seed, self.epoch = task, dataset, train, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Prepared:
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        return self.task.prepare(self.dataset[i], train=self.train, rng=rng)
+
+
+def collate_prepared(items: list[Prepared]) -> tuple[torch.Tensor, dict[str, torch.Tensor], list[dict]]:
+    images = torch.from_numpy(np.ascontiguousarray(np.stack([p.image for p in items]).transpose(0, 3, 1, 2)))
+    keys = items[0].target.keys()
+    targets = {k: torch.as_tensor(np.stack([np.asarray(p.target[k]) for p in items])) for k in keys}
+    return images, targets, [p.meta for p in items]
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _autocast(device: torch.device, precision: str) -> torch.autocast:
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _cat(outputs: list[Any]) -> Any:
+    if isinstance(outputs[0], dict):
+        return {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+    return torch.cat(outputs)
+
+
+def _slice(tree: Any, idx: Any) -> Any:
+    return {k: v[idx] for k, v in tree.items()} if isinstance(tree, dict) else tree[idx]
+
+
+def _to_cpu_float(out: Any) -> Any:
+    if isinstance(out, dict):
+        return {k: v.detach().float().cpu() for k, v in out.items()}
+    return out.detach().float().cpu()
+
+
+def _loader(data: Dataset, batch_size: int, num_workers: int, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    drop_last = shuffle and len(data) % batch_size == 1 and len(data) > 1  # as fit_head: no lone BatchNorm sample
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, collate_fn=collate_prepared, generator=gen,
+                      drop_last=drop_last)
+
+
+@torch.no_grad()
+def cache_selected(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, views: bool, batch_size: int = 64,
+                   num_workers: int = 0, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor], list[dict]]:
+    """Frozen backbone: ``head.select`` of every prepared (test-mode) image, per test view when
+    ``views``; returns (per-view cached inputs, targets, metas), all on the CPU."""
+    backbone.eval()
+    device = next(backbone.parameters()).device
+    per_view: list[list[dict[str, torch.Tensor]]] = []
+    targets: list[dict[str, torch.Tensor]] = []
+    metas: list[dict] = []
+    for images, target, meta in _loader(PreparedData(task, dataset, train=False), batch_size, num_workers):
+        xs = task.test_views(images) if views else [images]
+        if not per_view:
+            per_view = [[] for _ in xs]
+        for v, x in enumerate(xs):
+            with _autocast(device, precision):
+                sel = head.select(backbone(backbone.preprocess(x.to(device))))
+            per_view[v].append({k: t.detach().float().cpu() for k, t in sel.items()})
+        targets.append(target)
+        metas.extend(meta)
+    if not targets:
+        raise ValueError(f"dataset {dataset.info.name} is empty")
+    return [_cat(v) for v in per_view], _cat(targets), metas
+
+
+@torch.no_grad()
+def _predict_cached(head: Any, task: Task, inputs: list[dict[str, torch.Tensor]], metas: list[dict], batch_size: int,
+                    device: torch.device, precision: str) -> list[Any]:
+    head.eval()
+    preds: list[Any] = []
+    for start in range(0, len(metas), batch_size):
+        sl = slice(start, start + batch_size)
+        outs = []
+        for view in inputs:
+            with _autocast(device, precision):
+                outs.append(_to_cpu_float(head({k: v[sl].to(device) for k, v in view.items()})))
+        preds.extend(task.predict(outs, metas[sl]))
+    return preds
+
+
+@torch.no_grad()
+def predict_dataset(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, batch_size: int = 64,
+                    num_workers: int = 0, precision: str = "fp32") -> list[Any]:
+    """Backbone + head over test views of every sample -> ``task.predict`` (original coordinates)."""
+    backbone.eval()
+    head.eval()
+    device = next(backbone.parameters()).device
+    preds: list[Any] = []
+    for images, _, metas in _loader(PreparedData(task, dataset, train=False), batch_size, num_workers):
+        outs = []
+        for x in task.test_views(images):
+            with _autocast(device, precision):
+                outs.append(_to_cpu_float(head(head.select(backbone(backbone.preprocess(x.to(device)))))))
+        preds.extend(task.predict(outs, metas))
+    return preds
+
+
+def _schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine to zero, per step."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def _better(task: Task, a: float, b: float | None) -> bool:
+    return b is None or (a > b if task.higher_is_better else a < b)
+
+
+@attrs.frozen
+class FrozenHeadParams:
+    """Attributes:
+    epochs: passes over the (few-shot) training subset; ``min_steps`` raises it for tiny subsets.
+    lr, weight_decay: AdamW (FaRL heads: lr 1e-3, wd 1e-5).
+    val_every: evaluate ``val`` every this many epochs (when given).
+    """
+
+    epochs: int = 50
+    min_steps: int = 200
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    val_every: int = 5
+    num_workers: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+    seed: int = 0
+
+
+class FrozenHead:
+    """Frozen backbone + the task's head, trained on cached ``head.select`` outputs."""
+
+    name = "frozen_head"
+    linear = False
+
+    def __init__(self, params: FrozenHeadParams | None = None) -> None:
+        self.params = params or FrozenHeadParams()
+
+    def run(self, backbone: Backbone, task: Task, train: FaceDataset, test: FaceDataset, val: FaceDataset | None = None) -> EvalOutput:
+        p = self.params
+        device = resolve_device(p.device)
+        backbone.to(device).eval()
+        torch.manual_seed(p.seed)
+        head = task.build_head(backbone, train, linear=self.linear).to(device)
+        kw = dict(batch_size=p.batch_size, num_workers=p.num_workers, precision=p.precision)
+        train_in, train_t, _ = cache_selected(backbone, head, task, train, views=False, **kw)
+        test_in, _, test_meta = cache_selected(backbone, head, task, test, views=True, **kw)
+        val_in, val_meta = cache_selected(backbone, head, task, val, views=True, **kw)[::2] if val is not None else (None, None)
+        n = len(train_t[next(iter(train_t))])
+        evaluate_val = None
+        if val is not None:
+            def evaluate_val() -> dict[str, float]:
+                return task.evaluate(_predict_cached(head, task, val_in, val_meta, p.batch_size, device, p.precision), val)
+        history = fit_head(head, lambda idx: ({k: v[idx].to(device) for k, v in train_in[0].items()}, {k: v[idx].to(device) for k, v in train_t.items()}),
+                           n, p, task, evaluate_val, device)
+        preds = _predict_cached(head, task, test_in, test_meta, p.batch_size, device, p.precision)
+        metrics = task.evaluate(preds, test)
+        if history.best_state is not None:
+            head.load_state_dict(history.best_state)
+            best = task.evaluate(_predict_cached(head, task, test_in, test_meta, p.batch_size, device, p.precision), test)
+            metrics.update(_prefixed("val_", history.best_val), **_prefixed("best_", best), best_epoch=float(history.best_epoch))
+        return EvalOutput(metrics, preds, history.rows)
+
+
+class LinearHeadProtocol(FrozenHead):
+    """The frozen protocol with the task's linear head (``build_head(..., linear=True)``)."""
+
+    name = "linear"
+    linear = True
+
+
+@attrs.define
+class _History:
+    rows: list[dict[str, float]] = attrs.field(factory=list)
+    best_val: dict[str, float] = attrs.field(factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: int = -1
+
+
+def fit_head(model: torch.nn.Module, batch_fn: Callable[[torch.Tensor], tuple[dict, dict]], n: int, p: Any, task: Task,
+             evaluate_val: Callable[[], dict[str, float]] | None, device: torch.device, params: list | None = None) -> _History:
+    """AdamW + warm-up/cosine over ``epochs`` (at least ``min_steps`` steps) on cached inputs.
+    ``model`` must provide ``forward(inputs)`` and ``loss(output, targets)``."""
+    steps_per_epoch = max(1, math.ceil(n / p.batch_size))
+    epochs = max(p.epochs, math.ceil(p.min_steps / steps_per_epoch))
+    opt = torch.optim.AdamW(params or model.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    sched = _schedule(opt, epochs * steps_per_epoch, p.warmup_epochs * steps_per_epoch)
+    gen = torch.Generator().manual_seed(p.seed)
+    hist = _History()
+    best_score = None
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total, t0 = 0.0, time.perf_counter()
+        for start in range(0, n, p.batch_size):
+            idx = perm[start : start + p.batch_size]
+            if len(idx) == 1 and n > 1:  # a lone sample breaks BatchNorm heads; it is drawn again next epoch
+                continue
+            inputs, targets = batch_fn(idx)
+            with _autocast(device, p.precision):
+                loss = model.loss(model(inputs), targets).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach())
+        row = {"epoch": float(epoch), "loss": total / steps_per_epoch, "seconds": time.perf_counter() - t0}
+        last = epoch == epochs - 1
+        if evaluate_val is not None and ((epoch + 1) % p.val_every == 0 or last):
+            val = evaluate_val()
+            row.update(_prefixed("val_", val))
+            if _better(task, val[task.primary_metric], best_score):
+                best_score, hist.best_val, hist.best_epoch = val[task.primary_metric], val, epoch
+                hist.best_state = copy.deepcopy(model.state_dict())
+        hist.rows.append(row)
+    return hist
+
+
+@attrs.frozen
+class FineTuneParams:
+    """Attributes:
+    lr: head lr; backbone_lr: backbone lr (FaRL: 1e-4 backbone, 1e-3 / 1e-2 heads).
+    layer_decay: layer-wise lr decay for ViTs (block ``i`` of ``L`` gets ``layer_decay**(L-i)``;
+        LAFS 0.58, MAE-style 0.65-0.75); None disables it.
+    """
+
+    epochs: int = 20
+    min_steps: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    layer_decay: float | None = 0.65
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    val_every: int = 5
+    num_workers: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"
+    seed: int = 0
+
+
+class _Tuned(torch.nn.Module):
+    def __init__(self, backbone: Backbone, head: Any) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, images: torch.Tensor) -> Any:
+        return self.head(self.head.select(self.backbone(self.backbone.preprocess(images))))
+
+    def loss(self, output: Any, targets: dict[str, torch.Tensor]) -> Any:
+        return self.head.loss(output, targets)
+
+
+def backbone_param_groups(backbone: torch.nn.Module, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict]:
+    """timm's layer-decay groups when the model supports them (ViTs), else one group."""
+    model = getattr(backbone, "model", backbone)
+    if layer_decay is not None and hasattr(model, "group_matcher"):
+        from timm.optim._param_groups import param_groups_layer_decay
+
+        skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+        groups = param_groups_layer_decay(model, weight_decay=weight_decay, no_weight_decay_list=skip, layer_decay=layer_decay)
+        for g in groups:
+            g["lr"] = lr * g.pop("lr_scale", 1.0)
+        return groups
+    return [{"params": [p for p in backbone.parameters() if p.requires_grad], "lr": lr, "weight_decay": weight_decay}]
+
+
+class FineTune:
+    """Backbone and head train together on augmented views (``task.prepare(train=True)``)."""
+
+    name = "finetune"
+
+    def __init__(self, params: FineTuneParams | None = None) -> None:
+        self.params = params or FineTuneParams()
+
+    def run(self, backbone: Backbone, task: Task, train: FaceDataset, test: FaceDataset, val: FaceDataset | None = None) -> EvalOutput:
+        p = self.params
+        device = resolve_device(p.device)
+        backbone = copy.deepcopy(backbone).to(device)  # the caller's weights stay as they were
+        for q in backbone.parameters():
+            q.requires_grad_(True)
+        torch.manual_seed(p.seed)
+        head = task.build_head(backbone, train, linear=False).to(device)
+        model = _Tuned(backbone, head)
+        groups = backbone_param_groups(backbone, p.backbone_lr, p.weight_decay, p.layer_decay)
+        groups.append({"params": list(head.parameters()), "lr": p.lr, "weight_decay": p.weight_decay})
+        data = PreparedData(task, train, train=True, seed=p.seed)
+        loader = _loader(data, p.batch_size, p.num_workers, shuffle=True, seed=p.seed)
+        state: dict[str, Any] = {"it": iter(())}
+
+        def batch_fn(idx: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            # fit_head hands out index batches; fine-tuning draws fresh augmented batches instead
+            try:
+                images, targets, _ = next(state["it"])
+            except StopIteration:
+                data.epoch += 1
+                state["it"] = iter(loader)
+                images, targets, _ = next(state["it"])
+            return images.to(device), {k: v.to(device) for k, v in targets.items()}
+
+        kw = dict(batch_size=p.batch_size, num_workers=p.num_workers, precision=p.precision)
+        evaluate_val = (lambda: task.evaluate(predict_dataset(backbone, head, task, val, **kw), val)) if val is not None else None
+        history = fit_head(model, batch_fn, len(train), p, task, evaluate_val, device, params=groups)
+        preds = predict_dataset(backbone, head, task, test, **kw)
+        metrics = task.evaluate(preds, test)
+        if history.best_state is not None:
+            model.load_state_dict(history.best_state)
+            best = task.evaluate(predict_dataset(backbone, head, task, test, **kw), test)
+            metrics.update(_prefixed("val_", history.best_val), **_prefixed("best_", best), best_epoch=float(history.best_epoch))
+        return EvalOutput(metrics, preds, history.rows)

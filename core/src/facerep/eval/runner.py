@@ -1,0 +1,141 @@
+"""The evaluation grid: every ``evaluate`` entry x protocol x few-shot fraction x seed.
+
+Writes, under the work dir: ``subsets/*.json`` (the exact training indices of every run),
+``samples/*.png`` (predictions drawn on test images, for tasks that can draw), and hands the
+records to :mod:`facerep.eval.report` for ``results.json``, ``results.md`` and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cv2
+import numpy as np
+
+from facerep.build import build, resolve_eval
+from facerep.config import EvalConfig, RunConfig
+from facerep.data.subset import Subset
+from facerep.errors import ConfigError
+from facerep.eval.fewshot import fraction_subset, identity_subset
+from facerep.plugins import PluginSet
+
+__all__ = ["evaluate_entries", "few_shot_indices", "set_backbone_layers"]
+
+
+def set_backbone_layers(backbone: Any, layers: tuple[int, ...] | None) -> None:
+    """Make the backbone return these intermediate layers (heads over a feature pyramid)."""
+    if layers is None or tuple(getattr(getattr(backbone, "params", None), "layers", ())) == tuple(layers):
+        return
+    params = getattr(backbone, "params", None)
+    if params is None or not attrs.has(type(params)) or "layers" not in attrs.fields_dict(type(params)):
+        raise ConfigError(f"backbone_layers: the backbone {type(backbone).__name__} has no configurable 'layers'")
+    backbone.params = attrs.evolve(params, layers=tuple(layers))
+
+
+def few_shot_indices(task: Any, train: Any, fraction: float, seed: int, shots: int | None) -> np.ndarray:
+    """Seeded, nested subset: K images per identity of a fraction of identities when ``shots`` is
+    given (needs ``task.groups``), else a fraction stratified by ``task.strata`` when available."""
+    if shots is not None:
+        groups = task.groups(train) if hasattr(task, "groups") else None
+        if groups is None:
+            raise ConfigError(f"shots: task {task.name} gives no identity groups for dataset {train.info.name}")
+        return identity_subset(groups, fraction, shots, seed)
+    if fraction >= 1.0:
+        return np.arange(len(train))
+    strata = task.strata(train) if hasattr(task, "strata") else None
+    return fraction_subset(len(train), fraction, seed, strata)
+
+
+def _build_task(ev: EvalConfig, comps: dict[str, Any], train: Any, protocols: list[Any]) -> Any:
+    if "task" in comps:
+        return build(comps["task"])
+    from facerep.eval.label_task import LabelTask
+
+    size = next((getattr(p.params, "image_size", None) for p in protocols if getattr(p, "params", None) is not None), None)
+    return LabelTask(ev.label, train, size)
+
+
+def _check_input_size(backbone: Any, task: Any, where: str) -> None:
+    size = getattr(getattr(backbone, "params", None), "img_size", None)
+    if getattr(backbone, "is_vit", False) and size and task.input_size and task.input_size != size:
+        raise ConfigError(f"{where}: task input_size {task.input_size} differs from the ViT backbone's img_size {size} "
+                          f"(set the task's input_size to {size}, or build the backbone for {task.input_size})")
+
+
+def _with_seed(protocol: Any, seed: int) -> Any:
+    params = getattr(protocol, "params", None)
+    if params is not None and attrs.has(type(params)) and "seed" in attrs.fields_dict(type(params)):
+        return type(protocol)(attrs.evolve(params, seed=seed))
+    return protocol
+
+
+def _draw_samples(task: Any, test: Any, predictions: list[Any], path: Path, n: int = 6) -> str | None:
+    draw = getattr(task, "draw", None)
+    if draw is None or not predictions:
+        return None
+    tiles = []
+    for i in range(min(n, len(test))):
+        img = draw(test[i], predictions[i])
+        if img is None:
+            return None
+        tiles.append(cv2.resize(img, (int(round(img.shape[1] * 192 / img.shape[0])), 192), interpolation=cv2.INTER_AREA))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))
+    return str(path)
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, weights: str) -> list[dict[str, Any]]:
+    """Run the whole grid for one backbone; returns one record per (entry, protocol, fraction, seed)."""
+    records: list[dict[str, Any]] = []
+    for i, ev in enumerate(cfg.evaluate):
+        where = f"evaluate.{i}"
+        comps = resolve_eval(ev, where, plugins)
+        train, test = build(comps["train"]), build(comps["test"])
+        val = build(comps["val"]) if "val" in comps else None
+        proto_keys = sorted((k for k in comps if k.startswith("protocol.")), key=lambda k: int(k.split(".")[1]))
+        protocols = [build(comps[k]) for k in proto_keys]
+        proto_names = [comps[k].spec.name for k in proto_keys]
+        task = _build_task(ev, comps, train, protocols)
+        set_backbone_layers(backbone, ev.backbone_layers)
+        _check_input_size(backbone, task, where)
+        name = ev.name or f"{train.info.name}/{task.name}"
+        for fraction in ev.fractions:
+            for seed in ev.seeds:
+                idx = few_shot_indices(task, train, fraction, seed, ev.shots)
+                subset_file = out_dir / "subsets" / f"{_slug(name)}_f{fraction:g}_k{ev.shots or 'all'}_s{seed}.json"
+                subset_file.parent.mkdir(parents=True, exist_ok=True)
+                subset_file.write_text(json.dumps({
+                    "dataset": train.info.name, "split": train.info.split, "n_total": len(train), "fraction": fraction,
+                    "shots": ev.shots, "seed": seed, "n": len(idx), "indices": idx.tolist()}))
+                subset = Subset(train, idx, split=f"{train.info.split}[{fraction:g}]")
+                for proto, proto_name in zip(protocols, proto_names, strict=True):
+                    start = time.perf_counter()
+                    out = _with_seed(proto, seed).run(backbone, task, subset, test, val)
+                    seconds = round(time.perf_counter() - start, 1)
+                    metrics = getattr(out, "metrics", out)
+                    record = {
+                        "name": name, "task": task.name, "label": task.label, "protocol": proto_name, "weights": weights,
+                        "fraction": fraction, "shots": ev.shots, "seed": seed, "n_train": len(idx),
+                        "train": f"{train.info.name}:{train.info.split} ({len(idx)}/{len(train)})",
+                        "test": f"{test.info.name}:{test.info.split} ({len(test)})",
+                        "primary": task.primary_metric, "higher_is_better": bool(task.higher_is_better),
+                        "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
+                        "subset": str(subset_file.relative_to(out_dir)),
+                    }
+                    if seed == ev.seeds[0] and fraction == max(ev.fractions):
+                        pic = out_dir / "samples" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}.png"
+                        drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
+                        if drawn:
+                            record["samples"] = str(Path(drawn).relative_to(out_dir))
+                    print(f"[eval] {name} | {proto_name} | {weights} | fraction {fraction:g} seed {seed} | "
+                          f"{task.primary_metric} {record['metrics'].get(task.primary_metric, float('nan')):.4f} | {seconds}s", flush=True)
+                    records.append(record)
+    return records

@@ -1,0 +1,164 @@
+"""Transfer protocols (linear probe, frozen + head, fine-tune) driving a task, the evaluation grid,
+the report and ``facerep data check``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+from facerep.data.check import BLUR_THRESHOLD, check_dataset, cross_split_duplicates, sharpness
+from facerep.eval.label_task import LabelTask, classification_metrics
+from facerep.eval.linear_probe import LinearProbe, LinearProbeParams
+from facerep.eval.protocols import FineTune, FineTuneParams, FrozenHead, FrozenHeadParams, backbone_param_groups
+from facerep.eval.report import render_report, summary_rows
+from facerep.types import DatasetInfo, Sample
+
+
+class GreyFaces:
+    """Three classes told apart by grey level (learnable through random conv features)."""
+
+    def __init__(self, n: int, seed: int, size: int = 32, blur: bool = False, split: str = "train") -> None:
+        rng = np.random.default_rng(seed)
+        self.y = np.arange(n) % 3
+        base = np.array([40, 128, 215])[self.y]
+        self.images = np.clip(base[:, None, None, None] + rng.normal(0, 25, (n, size, size, 3)), 0, 255).astype(np.uint8)
+        if blur:
+            self.images = np.repeat(np.repeat(self.images[:, :, ::8], 8, axis=2), 1, axis=1)
+        self.info = DatasetInfo(name="grey", split=split, labels=("expression",), class_names={"expression": ("dark", "mid", "light")})
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(image=self.images[i], expression=int(self.y[i]), meta={"path": f"grey://{i}"})
+
+    def label_array(self, field: str) -> np.ndarray | None:
+        return self.y if field == "expression" else None
+
+
+class GradientLinearTask(LabelTask):
+    """The same classification, but its linear mode is a head trained by gradient descent."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe_label = None
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    torch.manual_seed(0)
+    return TimmBackbone(TimmBackboneParams(model="resnet10t"))
+
+
+def test_classification_metrics_by_hand():
+    m = classification_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), ("a", "b", "c"))
+    assert m["acc"] == 0.75 and m["acc_c"] == 0.5 and m["mean_class_acc"] == pytest.approx((1 + 1 + 0.5) / 3)
+    ml = classification_metrics(np.array([[1, 0], [1, 1]]), np.array([[1, 1], [1, 1]]), ("x", "y"))
+    assert ml == {"mean_acc": 0.75, "acc_x": 1.0, "acc_y": 0.5}
+
+
+def test_linear_probe_scores_the_task_through_its_predict_and_evaluate(backbone):
+    train, test = GreyFaces(60, 0), GreyFaces(30, 1, split="test")
+    out = LinearProbe(LinearProbeParams(l2_grid=(1e-3, 1e-1))).run(backbone, LabelTask("expression", train), train, test)
+    assert out.metrics["acc"] >= 0.9 and "acc_light" in out.metrics and out.metrics["l2"] in (1e-3, 1e-1)
+    assert len(out.predictions) == 30
+    # shuffled training labels cannot be learnt: the probe is really reading the labels it is given
+    class Shuffled(GreyFaces):
+        def label_array(self, field):
+            return np.random.default_rng(0).permutation(self.y)
+    bad = Shuffled(60, 0)
+    low = LinearProbe(LinearProbeParams(l2_grid=(1e-3,))).run(backbone, LabelTask("expression", bad), bad, test)
+    assert low.metrics["acc"] < 0.7
+
+
+def test_frozen_head_trains_on_cached_features_and_selects_on_val_only(backbone):
+    train, val, test = GreyFaces(48, 0), GreyFaces(24, 2, split="val"), GreyFaces(30, 1, split="test")
+    task = LabelTask("expression", train, 32)
+    calls = []
+    orig = backbone.forward
+
+    def counting(x):
+        calls.append(len(x))
+        return orig(x)
+    backbone.forward = counting
+    try:
+        out = FrozenHead(FrozenHeadParams(epochs=20, min_steps=0, batch_size=16, lr=3e-3, val_every=5)).run(backbone, task, train, test, val)
+    finally:
+        del backbone.forward
+    assert sum(calls) == 48 + 24 + 30  # each image through the backbone once: features are cached
+    assert out.metrics["acc"] >= 0.9 and out.metrics["best_acc"] >= 0.9
+    assert 0 <= out.metrics["best_epoch"] < 20 and "val_acc" in out.metrics
+    losses = [r["loss"] for r in out.history]
+    assert losses[-1] < losses[0] * 0.5
+    assert sum("val_acc" in r for r in out.history) == 4  # every 5 epochs
+
+
+def test_linear_mode_without_probe_label_trains_the_linear_head(backbone):
+    train, test = GreyFaces(48, 0), GreyFaces(30, 1, split="test")
+    task = GradientLinearTask("expression", train, 32)
+    out = LinearProbe(LinearProbeParams(batch_size=16)).run(backbone, task, train, test)
+    assert out.metrics["acc"] >= 0.9 and "l2" not in out.metrics and out.history
+
+
+def test_finetune_updates_a_copy_of_the_backbone_with_layer_decayed_groups(backbone):
+    train, test = GreyFaces(24, 0), GreyFaces(12, 1, split="test")
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    out = FineTune(FineTuneParams(epochs=3, min_steps=0, batch_size=8, lr=1e-2, backbone_lr=1e-3)).run(
+        backbone, LabelTask("expression", train, 32), train, test)
+    assert all(torch.equal(before[k], v) for k, v in backbone.state_dict().items())  # caller's weights untouched
+    assert len(out.history) == 3 and out.history[-1]["loss"] < out.history[0]["loss"] and len(out.predictions) == 12
+    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32))
+    groups = backbone_param_groups(vit, 1e-3, 0.05, 0.5)
+    lrs = sorted({g["lr"] for g in groups})
+    depth = len(vit.model.blocks)
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 * 0.5**depth)  # embeddings decayed most
+    assert sum(p.numel() for g in groups for p in g["params"]) == sum(p.numel() for p in vit.parameters())
+
+
+def test_data_check_reports_blur_duplicates_and_label_ranges():
+    sharp = GreyFaces(12, 0)
+    assert sharpness(sharp.images[0]) > BLUR_THRESHOLD
+    rep = check_dataset(sharp)
+    assert rep["samples"] == 12 and rep["unreadable"] == 0 and rep["height"] == [32, 32, 32]
+    assert rep["labels"]["expression"] == {"annotated": 12, "min": 0, "max": 2, "classes": 3, "smallest_class": 4}
+    assert rep["problems"] == []
+    blurred = check_dataset(GreyFaces(12, 0, blur=True))
+    assert any("blurred" in p for p in blurred["problems"])
+    test = GreyFaces(6, 5, split="test")
+    test.images[2] = sharp.images[7]  # a train image leaked into test
+    cross = cross_split_duplicates([rep, check_dataset(test)])
+    assert len(cross) == 1 and cross[0].startswith("1 image(s) of grey:train are pixel-identical to images of grey:test (e.g. #7 and #2)")
+
+
+def test_data_check_names_unreadable_files_and_bad_classes(tmp_path):
+    from facerep.errors import DataError
+
+    class Broken(GreyFaces):
+        def __getitem__(self, i):
+            if i == 3:
+                raise DataError(f"{tmp_path}/3.jpg: cannot decode image")
+            s = super().__getitem__(i)
+            s.expression = 5 if i == 4 else s.expression
+            return s
+    rep = check_dataset(Broken(6, 0))
+    assert rep["unreadable"] == 1 and "3.jpg: cannot decode image" in rep["errors"][0]
+    assert any("class ids 0..5 outside the 3 named classes" in p for p in rep["problems"])
+
+
+def test_summary_rows_average_seeds_and_report_renders_again(tmp_path):
+    def rec(seed, value, fraction):
+        return {"name": "fer/expression", "weights": "random init", "protocol": "core.linear_probe", "fraction": fraction, "shots": None,
+                "seed": seed, "n_train": 10, "test": "t", "primary": "acc", "higher_is_better": True, "metrics": {"acc": value},
+                "seconds": 1.0, "task": "expression", "label": "expression", "train": "x"}
+    records = [rec(0, 0.5, 0.1), rec(1, 0.7, 0.1), rec(0, 0.9, 1.0)]
+    rows = summary_rows(records)
+    assert [(r["fraction"], r["mean"], r["seeds"]) for r in rows] == [(0.1, pytest.approx(0.6), 2), (1.0, 0.9, 1)]
+    assert rows[0]["std"] == pytest.approx(0.1)
+    (tmp_path / "results.json").write_text(json.dumps({"title": "t", "results": records}))
+    text = render_report(tmp_path)
+    assert "| fer/expression | random init | core.linear_probe | 0.1 | 10 | t | acc ↑ | 0.6000 ± 0.1000 | 2 | 2 |" in text
+    assert (tmp_path / "plots" / "fer_expression.png").stat().st_size > 1000
