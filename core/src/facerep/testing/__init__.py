@@ -2,5 +2,6 @@
 and contract suites every component should pass."""
 
 from facerep.testing.contracts import ObjectiveContract, build_objective, tiny_params, view_batch
+from facerep.testing.task_contract import PairedFaces, TaskContract, build_task
 
-__all__ = ["ObjectiveContract", "build_objective", "tiny_params", "view_batch"]
+__all__ = ["ObjectiveContract", "PairedFaces", "TaskContract", "build_objective", "build_task", "tiny_params", "view_batch"]
