@@ -162,3 +162,31 @@ def test_summary_rows_average_seeds_and_report_renders_again(tmp_path):
     text = render_report(tmp_path)
     assert "| fer/expression | random init | core.linear_probe | 0.1 | 10 | t | acc ↑ | 0.6000 ± 0.1000 | 2 | 2 |" in text
     assert (tmp_path / "plots" / "fer_expression.png").stat().st_size > 1000
+
+
+def test_feature_cache_runs_each_image_through_the_backbone_once_per_input_kind(backbone):
+    from facerep.data.subset import Subset
+    from facerep.eval.protocols import feature_cache
+
+    train, test = GreyFaces(30, 0), GreyFaces(12, 1, split="test")
+    task = LabelTask("expression", train, 32)
+    calls = []
+    orig = backbone.forward
+
+    def counting(x):
+        calls.append(len(x))
+        return orig(x)
+    backbone.forward = counting
+    try:
+        with feature_cache():
+            scores = []
+            for idx in (np.arange(0, 30, 3), np.arange(30)):  # a subset, then the whole pool
+                for proto in (LinearProbe(LinearProbeParams(l2_grid=(1e-2,))), FrozenHead(FrozenHeadParams(epochs=1, min_steps=0))):
+                    scores.append(proto.run(backbone, task, Subset(train, idx), test).metrics["acc"])
+        cached_calls = sum(calls)
+        calls.clear()
+        uncached = LinearProbe(LinearProbeParams(l2_grid=(1e-2,))).run(backbone, task, train, test).metrics["acc"]
+    finally:
+        del backbone.forward
+    assert cached_calls == 2 * (30 + 12)  # pooled once and selected once per image, not once per run
+    assert sum(calls) == 30 + 12 and uncached == scores[2]  # same numbers with and without the cache

@@ -100,6 +100,8 @@ class Head(typing.Protocol):
     * ``select(features) -> dict[str, Tensor]``: *parameter-free* choice/reduction of what the head
       reads (e.g. the four pyramid layers, or mean/max/CLS of each layer). Every value is batched
       along dim 0. Frozen protocols call it once per image and cache the result.
+      Frozen protocols key that cache by the head's class; a head whose ``select`` depends on its
+      constructor arguments (e.g. which layers it pools) exposes them as ``select_key``.
     * ``forward(inputs) -> output`` on that dict (a tensor or a dict of tensors, batched).
     * ``loss(output, targets) -> LossOutput`` with ``targets`` the batched ``Prepared.target``.
     """

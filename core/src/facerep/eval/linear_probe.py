@@ -142,21 +142,28 @@ def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.nd
 
 @torch.no_grad()
 def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: LinearProbeParams) -> tuple[list[np.ndarray], list[dict]]:
-    """Pooled features of every test view of every prepared (test-mode) image."""
-    from facerep.eval.protocols import PreparedData, _autocast, _loader
+    """Pooled features of every test view of every prepared (test-mode) image (reused within a
+    :func:`~facerep.eval.protocols.feature_cache`)."""
+    from facerep.eval.protocols import PreparedData, _autocast, _loader, cached_rows
 
     backbone.eval()
     device = next(backbone.parameters()).device
-    views: list[list[torch.Tensor]] = []
-    metas: list[dict] = []
-    for images, _, meta in _loader(PreparedData(task, dataset, train=False), p.batch_size, p.num_workers):
-        xs = task.test_views(images)
-        views = views or [[] for _ in xs]
-        for v, x in enumerate(xs):
-            with _autocast(device, p.precision):
-                views[v].append(backbone(backbone.preprocess(x.to(device))).pooled.float().cpu())
-        metas.extend(meta)
-    return [torch.cat(v).numpy() for v in views], metas
+
+    def compute(data: FaceDataset) -> tuple[list, list]:
+        rows: list = []
+        metas: list[dict] = []
+        for images, _, meta in _loader(PreparedData(task, data, train=False), p.batch_size, p.num_workers):
+            views = []
+            for x in task.test_views(images):
+                with _autocast(device, p.precision):
+                    views.append(backbone(backbone.preprocess(x.to(device))).pooled.float().cpu().numpy())
+            rows.extend(np.stack([v[j] for v in views]) for j in range(len(images)))
+            metas.extend(meta)
+        return rows, metas
+
+    rows, metas = cached_rows(dataset, ("pooled", id(backbone), p.precision), compute)
+    stacked = np.stack(rows)  # (N, views, D)
+    return [stacked[:, v] for v in range(stacked.shape[1])], metas
 
 
 class LinearProbe:

@@ -13,10 +13,12 @@ test metrics of the epoch that scored best on ``val`` (``best_*``). Test is neve
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import attrs
@@ -24,10 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from facerep.data.subset import Subset
 from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Prepared
 
-__all__ = ["EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared"]
+__all__ = ["EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared", "feature_cache"]
 
 
 @attrs.define
@@ -93,6 +96,48 @@ def _loader(data: Dataset, batch_size: int, num_workers: int, *, shuffle: bool =
                       drop_last=drop_last)
 
 
+_CACHE: ContextVar[dict | None] = ContextVar("facerep_feature_cache", default=None)
+
+
+@contextlib.contextmanager
+def feature_cache() -> Iterator[None]:
+    """Within this block, frozen-backbone outputs are computed once per (backbone, head input
+    kind, image, view) and reused: across protocols, few-shot fractions and seeds the test split
+    and the training pool go through the backbone once. The evaluation runner opens one per entry."""
+    token = _CACHE.set({})
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
+def _base_index(dataset: Any, i: int) -> tuple[int, int]:
+    """(id of the underlying dataset, index in it), looking through :class:`Subset` views."""
+    while isinstance(dataset, Subset):
+        i, dataset = int(dataset.indices[i]), dataset.dataset
+    return id(dataset), i
+
+
+def cached_rows(dataset: FaceDataset, key: tuple, compute: Callable[[FaceDataset], tuple[list, list]]) -> tuple[list, list]:
+    """Per-sample rows of ``compute`` (which returns (rows, metas) for a dataset) for every sample,
+    computing only those not yet in the active :func:`feature_cache` under ``key``."""
+    store = _CACHE.get()
+    if store is None:
+        return compute(dataset)
+    keys = [(*key, *_base_index(dataset, i)) for i in range(len(dataset))]
+    missing = [i for i, k in enumerate(keys) if k not in store]
+    if missing:
+        rows, metas = compute(Subset(dataset, np.array(missing)) if len(missing) < len(dataset) else dataset)
+        for i, row, meta in zip(missing, rows, metas, strict=True):
+            store[keys[i]] = (row, meta)
+    got = [store[k] for k in keys]
+    return [g[0] for g in got], [g[1] for g in got]
+
+
+def _select_key(head: Any) -> tuple:
+    return (type(head).__module__, type(head).__qualname__, repr(getattr(head, "select_key", None)))
+
+
 @torch.no_grad()
 def cache_selected(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, views: bool, batch_size: int = 64,
                    num_workers: int = 0, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor], list[dict]]:
@@ -100,22 +145,29 @@ def cache_selected(backbone: Backbone, head: Any, task: Task, dataset: FaceDatas
     ``views``; returns (per-view cached inputs, targets, metas), all on the CPU."""
     backbone.eval()
     device = next(backbone.parameters()).device
-    per_view: list[list[dict[str, torch.Tensor]]] = []
-    targets: list[dict[str, torch.Tensor]] = []
-    metas: list[dict] = []
-    for images, target, meta in _loader(PreparedData(task, dataset, train=False), batch_size, num_workers):
-        xs = task.test_views(images) if views else [images]
-        if not per_view:
-            per_view = [[] for _ in xs]
-        for v, x in enumerate(xs):
-            with _autocast(device, precision):
-                sel = head.select(backbone(backbone.preprocess(x.to(device))))
-            per_view[v].append({k: t.detach().float().cpu() for k, t in sel.items()})
-        targets.append(target)
-        metas.extend(meta)
-    if not targets:
+
+    def compute(data: FaceDataset) -> tuple[list, list]:
+        rows: list = []
+        metas: list[dict] = []
+        for images, target, meta in _loader(PreparedData(task, data, train=False), batch_size, num_workers):
+            xs = task.test_views(images) if views else [images]
+            sel = []
+            for x in xs:
+                with _autocast(device, precision):
+                    out = head.select(backbone(backbone.preprocess(x.to(device))))
+                sel.append({k: t.detach().float().cpu() for k, t in out.items()})
+            for j in range(len(images)):
+                rows.append(([{k: v[j] for k, v in s.items()} for s in sel], {k: v[j] for k, v in target.items()}))
+            metas.extend(meta)
+        return rows, metas
+
+    if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.info.name} is empty")
-    return [_cat(v) for v in per_view], _cat(targets), metas
+    rows, metas = cached_rows(dataset, ("select", id(backbone), _select_key(head), views, precision), compute)
+    n_views = len(rows[0][0])
+    per_view = [{k: torch.stack([r[0][v][k] for r in rows]) for k in rows[0][0][v]} for v in range(n_views)]
+    targets = {k: torch.stack([r[1][k] for r in rows]) for k in rows[0][1]}
+    return per_view, targets, metas
 
 
 @torch.no_grad()

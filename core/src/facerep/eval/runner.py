@@ -21,6 +21,7 @@ from facerep.config import EvalConfig, RunConfig
 from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.eval.fewshot import fraction_subset, identity_subset
+from facerep.eval.protocols import feature_cache
 from facerep.plugins import PluginSet
 
 __all__ = ["evaluate_entries", "few_shot_indices", "set_backbone_layers"]
@@ -107,35 +108,43 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
         set_backbone_layers(backbone, ev.backbone_layers)
         _check_input_size(backbone, task, where)
         name = ev.name or f"{train.info.name}/{task.name}"
-        for fraction in ev.fractions:
-            for seed in ev.seeds:
-                idx = few_shot_indices(task, train, fraction, seed, ev.shots)
-                subset_file = out_dir / "subsets" / f"{_slug(name)}_f{fraction:g}_k{ev.shots or 'all'}_s{seed}.json"
-                subset_file.parent.mkdir(parents=True, exist_ok=True)
-                subset_file.write_text(json.dumps({
-                    "dataset": train.info.name, "split": train.info.split, "n_total": len(train), "fraction": fraction,
-                    "shots": ev.shots, "seed": seed, "n": len(idx), "indices": idx.tolist()}))
-                subset = Subset(train, idx, split=f"{train.info.split}[{fraction:g}]")
-                for proto, proto_name in zip(protocols, proto_names, strict=True):
-                    start = time.perf_counter()
-                    out = _with_seed(proto, seed).run(backbone, task, subset, test, val)
-                    seconds = round(time.perf_counter() - start, 1)
-                    metrics = getattr(out, "metrics", out)
-                    record = {
-                        "name": name, "task": task.name, "label": task.label, "protocol": proto_name, "weights": weights,
-                        "fraction": fraction, "shots": ev.shots, "seed": seed, "n_train": len(idx),
-                        "train": f"{train.info.name}:{train.info.split} ({len(idx)}/{len(train)})",
-                        "test": f"{test.info.name}:{test.info.split} ({len(test)})",
-                        "primary": task.primary_metric, "higher_is_better": bool(task.higher_is_better),
-                        "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
-                        "subset": str(subset_file.relative_to(out_dir)),
-                    }
-                    if seed == ev.seeds[0] and fraction == max(ev.fractions):
-                        pic = out_dir / "samples" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}.png"
-                        drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
-                        if drawn:
-                            record["samples"] = str(Path(drawn).relative_to(out_dir))
-                    print(f"[eval] {name} | {proto_name} | {weights} | fraction {fraction:g} seed {seed} | "
-                          f"{task.primary_metric} {record['metrics'].get(task.primary_metric, float('nan')):.4f} | {seconds}s", flush=True)
-                    records.append(record)
+        with feature_cache():  # the backbone sees each image once per entry, whatever the grid
+            records += _run_entry(ev, name, task, train, test, val, protocols, proto_names, backbone, out_dir, weights)
+    return records
+
+
+def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val: Any, protocols: list[Any], proto_names: list[str],
+               backbone: Any, out_dir: Path, weights: str) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    for fraction in ev.fractions:
+        for seed in ev.seeds:
+            idx = few_shot_indices(task, train, fraction, seed, ev.shots)
+            subset_file = out_dir / "subsets" / f"{_slug(name)}_f{fraction:g}_k{ev.shots or 'all'}_s{seed}.json"
+            subset_file.parent.mkdir(parents=True, exist_ok=True)
+            subset_file.write_text(json.dumps({
+                "dataset": train.info.name, "split": train.info.split, "n_total": len(train), "fraction": fraction,
+                "shots": ev.shots, "seed": seed, "n": len(idx), "indices": idx.tolist()}))
+            subset = Subset(train, idx, split=f"{train.info.split}[{fraction:g}]")
+            for proto, proto_name in zip(protocols, proto_names, strict=True):
+                start = time.perf_counter()
+                out = _with_seed(proto, seed).run(backbone, task, subset, test, val)
+                seconds = round(time.perf_counter() - start, 1)
+                metrics = getattr(out, "metrics", out)
+                record = {
+                    "name": name, "task": task.name, "label": task.label, "protocol": proto_name, "weights": weights,
+                    "fraction": fraction, "shots": ev.shots, "seed": seed, "n_train": len(idx),
+                    "train": f"{train.info.name}:{train.info.split} ({len(idx)}/{len(train)})",
+                    "test": f"{test.info.name}:{test.info.split} ({len(test)})",
+                    "primary": task.primary_metric, "higher_is_better": bool(task.higher_is_better),
+                    "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
+                    "subset": str(subset_file.relative_to(out_dir)),
+                }
+                if seed == ev.seeds[0] and fraction == max(ev.fractions):
+                    pic = out_dir / "samples" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}.png"
+                    drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
+                    if drawn:
+                        record["samples"] = str(Path(drawn).relative_to(out_dir))
+                print(f"[eval] {name} | {proto_name} | {weights} | fraction {fraction:g} seed {seed} | "
+                      f"{task.primary_metric} {record['metrics'].get(task.primary_metric, float('nan')):.4f} | {seconds}s", flush=True)
+                records.append(record)
     return records
