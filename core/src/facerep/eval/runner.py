@@ -38,16 +38,20 @@ def set_backbone_layers(backbone: Any, layers: tuple[int, ...] | None) -> None:
 
 
 def few_shot_indices(task: Any, train: Any, fraction: float, seed: int, shots: int | None) -> np.ndarray:
-    """Seeded, nested subset: K images per identity of a fraction of identities when ``shots`` is
-    given (needs ``task.groups``), else a fraction stratified by ``task.strata`` when available."""
+    """Seeded, nested subset. With ``shots``: K images per identity of a ``fraction`` of the
+    identities (needs ``task.groups``). Otherwise: a fraction stratified by ``task.strata`` when
+    the task gives classes; else, for tasks that give identity groups (recognition), a fraction of
+    the identities with all their images (LAFS's identity fraction); else a plain random fraction."""
+    groups = task.groups(train) if hasattr(task, "groups") else None
     if shots is not None:
-        groups = task.groups(train) if hasattr(task, "groups") else None
         if groups is None:
             raise ConfigError(f"shots: task {task.name} gives no identity groups for dataset {train.info.name}")
         return identity_subset(groups, fraction, shots, seed)
     if fraction >= 1.0:
         return np.arange(len(train))
     strata = task.strata(train) if hasattr(task, "strata") else None
+    if strata is None and groups is not None:
+        return identity_subset(groups, fraction, None, seed)
     return fraction_subset(len(train), fraction, seed, strata)
 
 
