@@ -116,6 +116,14 @@ class CelebA:
     def __len__(self) -> int:
         return len(self.files)
 
+    def label_array(self, field: str) -> np.ndarray | None:
+        """Labels straight from the annotation files (no image decoding)."""
+        if field == "attributes":
+            return self.attributes
+        if field == "identity" and self.identities and all(i is not None for i in self.identities):
+            return np.asarray(self.identities, dtype=np.int64)
+        return None
+
     def __getitem__(self, index: int) -> Sample:
         path = self.files[index]
         return Sample(

@@ -7,10 +7,12 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "face attributes: CelebA reader (40 binary attributes)"}
+    return {"api_version": "1.0", "summary": "face attributes: CelebA reader, FaRL pooled multi-layer head, mean accuracy over attributes"}
 
 
 @hookimpl
 def facerep_register(registrar) -> None:  # noqa: ANN001
     registrar.dataset("celeba", "facerep_attributes.celeba:CelebA", params="facerep_attributes.celeba:CelebAParams",
                       summary="CelebA aligned faces with 40 attributes and identities (official annotation files)")
+    registrar.task("binary", "facerep_attributes.task:FaceAttributes", params="facerep_attributes.task:AttributeParams",
+                   summary="binary attributes: FaRL's weighted mean/max/CLS head over layers; mean and per-attribute accuracy")
