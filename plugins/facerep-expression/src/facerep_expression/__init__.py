@@ -1,0 +1,1 @@
+"""facerep-expression: expression datasets, the classification task and its metrics."""

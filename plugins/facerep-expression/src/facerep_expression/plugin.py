@@ -1,0 +1,18 @@
+"""Entry point of facerep-expression: hook implementations only, nothing heavy imported."""
+
+from __future__ import annotations
+
+from facerep import hookimpl
+
+
+@hookimpl
+def facerep_plugin_info() -> dict[str, str]:
+    return {"api_version": "1.0", "summary": "facial expression: FER2013 (image folders and the original CSV), classification task"}
+
+
+@hookimpl
+def facerep_register(registrar) -> None:  # noqa: ANN001
+    registrar.dataset("fer2013", "facerep_expression.fer2013:FER2013", params="facerep_expression.fer2013:FER2013Params",
+                      summary="FER2013, 7 expressions, 48x48 grey: Kaggle class-folder export or the original fer2013.csv")
+    registrar.task("classification", "facerep_expression.task:ExpressionClassification", params="facerep_expression.task:ExpressionParams",
+                   summary="expression classifier (linear or MLP head); accuracy, per-class and mean class accuracy")
