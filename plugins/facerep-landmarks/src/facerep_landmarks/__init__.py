@@ -1,0 +1,1 @@
+"""facerep-landmarks: landmark datasets, heads, the alignment task and NME metrics."""
