@@ -1,0 +1,1 @@
+"""facerep-parsing: face parsing datasets, FPN + UPerHead, dataset-level F1."""

@@ -1,0 +1,131 @@
+"""Face parsing: CelebAMask-HQ in both layouts, dataset-level F1, the inverse warp, the mmcv-lite
+shim and mmseg's UPerHead training on CPU."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+from facerep.data.folder import expand_path
+from facerep.errors import DataError
+from facerep.types import Sample
+from facerep_parsing.celebamask import CLASSES, CelebAMaskHQ, CelebAMaskParams
+from facerep_parsing.metrics import confusion, parsing_metrics
+from facerep_parsing.mmcv_compat import install, point_sample
+from facerep_parsing.task import FaceParsing, ParsingParams
+
+CMHQ = expand_path("${FACEREP_DATA}/celebamask_hq/train")
+needs_data = pytest.mark.skipif(not (CMHQ / "masks").is_dir(), reason="needs ../shared/data/celebamask_hq (or $FACEREP_DATA)")
+
+
+def _palette_png(path, mask):
+    im = Image.fromarray(mask.astype(np.uint8), mode="P")
+    im.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)])
+    im.save(path)
+
+
+@pytest.mark.realdata
+@needs_data
+def test_real_subset_has_500_aligned_512px_faces_with_19_class_masks():
+    ds = CelebAMaskHQ()
+    assert len(ds) == 500 and ds.info.class_names["mask"] == CLASSES
+    s = ds[0]
+    assert s.image.shape == (512, 512, 3) and s.mask.shape == (512, 512) and s.mask.max() <= 18
+    assert 1 in s.mask and 13 in np.unique(ds[1].mask).tolist() + np.unique(s.mask).tolist()  # skin, hair
+    assert len(CelebAMaskHQ(CelebAMaskParams(stop=400))) == 400 and len(CelebAMaskHQ(CelebAMaskParams(start=400))) == 100
+
+
+def test_index_layout_reads_palette_indices_and_rejects_bad_values(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 13
+    _palette_png(tmp_path / "masks" / "a.png", mask)
+    ds = CelebAMaskHQ(CelebAMaskParams(root=str(tmp_path)))
+    np.testing.assert_array_equal(ds[0].mask, mask)  # the palette index, not the palette colour
+    mask[0, 0] = 19
+    _palette_png(tmp_path / "masks" / "a.png", mask)
+    with pytest.raises(DataError, match=r"a.png: mask value\(s\) \[19\] outside the 19 classes"):
+        ds[0]
+    cv2.imwrite(str(tmp_path / "images" / "b.jpg"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(DataError, match=r"1 mask\(s\) missing, e.g. .*b.png"):
+        CelebAMaskHQ(CelebAMaskParams(root=str(tmp_path)))
+
+
+def test_parts_layout_merges_the_release_part_masks_in_order(tmp_path):
+    (tmp_path / "CelebA-HQ-img").mkdir()
+    cv2.imwrite(str(tmp_path / "CelebA-HQ-img" / "2001.jpg"), np.full((1024, 1024, 3), 90, np.uint8))
+    anno = tmp_path / "CelebAMask-HQ-mask-anno" / "1"  # 2001 // 2000
+    anno.mkdir(parents=True)
+    skin = np.zeros((512, 512), np.uint8)
+    skin[100:400, 100:400] = 255
+    nose = np.zeros((512, 512), np.uint8)
+    nose[200:250, 200:250] = 255
+    cv2.imwrite(str(anno / "02001_skin.png"), skin)
+    cv2.imwrite(str(anno / "02001_nose.png"), nose)
+    s = CelebAMaskHQ(CelebAMaskParams(root=str(tmp_path), layout="parts"))[0]
+    assert s.image.shape == (512, 512, 3)  # resized onto the mask grid
+    assert s.mask[150, 150] == 1 and s.mask[220, 220] == 2 and s.mask[50, 50] == 0  # nose painted over skin
+
+
+def test_dataset_level_f1_differs_from_the_mean_of_per_image_f1():
+    gt1, pr1 = np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]])  # class 1: 4 TP
+    gt2, pr2 = np.array([[1, 0, 0, 0]]), np.array([[0, 1, 0, 0]])  # class 1: 1 FN, 1 FP
+    cm = confusion(pr1, gt1, 3) + confusion(pr2, gt2, 3)
+    m = parsing_metrics(cm, ("bg", "skin", "nose"))
+    assert m["f1_skin"] == pytest.approx(2 * 4 / (2 * 4 + 1 + 1))  # 0.8 over the dataset (per image: (1 + 0) / 2)
+    assert m["f1_bg"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert "f1_nose" not in m and m["mean_f1"] == pytest.approx(0.8)  # absent class left out, background excluded
+    assert m["pixel_acc"] == pytest.approx(6 / 8)
+
+
+def test_prepare_then_predict_returns_the_mask_in_the_original_geometry():
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:50, 20:60] = 1
+    mask[25:35, 35:45] = 2
+    s = Sample(image=np.zeros((60, 80, 3), np.uint8), mask=mask)
+    task = FaceParsing(ParsingParams(input_size=48))
+    task.class_names = ("bg", "a", "b")
+    for train in (False, True):
+        prep = task.prepare(s, train=train, rng=np.random.default_rng(2))
+        logits = torch.nn.functional.one_hot(torch.from_numpy(prep.target["mask"]), 3).permute(2, 0, 1).float()[None]
+        back = task.predict([logits], [prep.meta])[0]
+        inside = (back == mask)[15:45, 25:55]  # away from the warp's border
+        assert back.shape == (60, 80) and inside.mean() > 0.97
+
+
+def test_mmcv_shim_point_sample_and_unavailable_ops():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    pts = torch.tensor([[[0.125, 0.125], [0.625, 0.375]]])  # pixel centres (0, 0) and (2, 1)
+    torch.testing.assert_close(point_sample(x, pts), torch.tensor([[[0.0, 6.0]]]))
+    install()
+    import mmcv.ops
+
+    if getattr(mmcv.ops, "__facerep_shim__", False):
+        with pytest.raises(RuntimeError, match="needs compiled mmcv ops"):
+            mmcv.ops.PSAMask()
+        assert install() is True
+
+
+@pytest.mark.realdata
+@needs_data
+def test_uperhead_from_mmseg_trains_on_real_faces_on_cpu():
+    from facerep.data.subset import Subset
+    from facerep.eval.protocols import FrozenHead, FrozenHeadParams
+    from facerep_parsing.heads import UPerParsingHead
+
+    train = Subset(CelebAMaskHQ(), np.arange(8))
+    test = Subset(CelebAMaskHQ(CelebAMaskParams(start=400, split="test")), np.arange(4))
+    torch.manual_seed(0)
+    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(0, 1, 2, 3), model_kwargs={"depth": 4}))
+    task = FaceParsing(ParsingParams(input_size=32, channels=32))
+    head = task.build_head(vit, train, linear=False)
+    assert isinstance(head, UPerParsingHead) and type(head.decode).__module__.startswith("mmseg.")
+    out = FrozenHead(FrozenHeadParams(epochs=25, min_steps=0, batch_size=8, lr=3e-3)).run(vit, task, train, test)
+    assert out.history[-1]["loss"] < 0.7 * out.history[0]["loss"]
+    assert out.predictions[0].shape == (512, 512) and out.metrics["f1_skin"] > 0.3 and 0 < out.metrics["mean_f1"] <= 1
