@@ -71,9 +71,11 @@ def facerep_register(registrar: Registrar) -> None:
     - ``dataset``:   ``target(params) -> FaceDataset``
     - ``backbone``:  ``target(params) -> Backbone``
     - ``objective``: ``target(params, backbone=backbone) -> Objective``
-    - ``head``:      ``target(params, in_dims=...) -> Head``
-    - ``task``:      ``target(params) -> Task``
-    - ``protocol``:  ``target(params) -> Protocol``
+    - ``head``:      not built by core; a task's ``build_head`` makes its heads (registering a
+      head only lists it in ``facerep list``)
+    - ``task``:      ``target(params) -> Task``; protocols call ``task.build_head(backbone, train,
+      linear=...)`` (see ``facerep.protocols.Task`` and ``docs/evaluation.md``)
+    - ``protocol``:  ``target(params) -> Protocol``; ``run(backbone, task, train, test, val)``
 
     Give your params class a ``tiny()`` classmethod returning CPU-sized parameters: the
     ``facerep.testing`` contract suites use it to exercise every registered component.
