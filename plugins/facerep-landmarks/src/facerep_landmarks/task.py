@@ -91,7 +91,8 @@ class LandmarkAlignment(TaskBase):
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         gt = label_array(dataset, "landmarks").astype(np.float64)
         scheme = dataset.info.landmark_scheme or str(gt.shape[1])
-        return landmark_metrics(np.stack(predictions).astype(np.float64), gt, scheme, self.params.threshold, self.params.normaliser)
+        boxes = dataset.boxes() if hasattr(dataset, "boxes") else None  # AFLW-19/WFLW: the annotated face box
+        return landmark_metrics(np.stack(predictions).astype(np.float64), gt, scheme, self.params.threshold, self.params.normaliser, boxes)
 
     def draw(self, sample: Sample, prediction: Any) -> np.ndarray:
         """Ground truth in green, prediction in red."""
