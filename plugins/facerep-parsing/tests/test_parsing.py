@@ -129,3 +129,28 @@ def test_uperhead_from_mmseg_trains_on_real_faces_on_cpu():
     out = FrozenHead(FrozenHeadParams(epochs=25, min_steps=0, batch_size=8, lr=3e-3)).run(vit, task, train, test)
     assert out.history[-1]["loss"] < 0.7 * out.history[0]["loss"]
     assert out.predictions[0].shape == (512, 512) and out.metrics["f1_skin"] > 0.3 and 0 < out.metrics["mean_f1"] <= 1
+
+
+def test_lapa_layout_with_106_landmarks(tmp_path):
+    from facerep_parsing.lapa import LAPA_CLASSES, LaPa, LaPaParams
+
+    base = tmp_path / "train"
+    for sub in ("images", "labels", "landmarks"):
+        (base / sub).mkdir(parents=True)
+    cv2.imwrite(str(base / "images" / "x.jpg"), np.zeros((16, 20, 3), np.uint8))
+    mask = np.zeros((16, 20), np.uint8)
+    mask[4:8, 4:8] = 10
+    cv2.imwrite(str(base / "labels" / "x.png"), mask)
+    (base / "landmarks" / "x.txt").write_text("106\n" + "".join(f"{i}.5 {i}\n" for i in range(106)))
+    s = LaPa(LaPaParams(root=str(tmp_path)))[0]
+    assert s.mask[5, 5] == 10 and s.landmarks.shape == (106, 2) and s.landmarks[3].tolist() == [3.5, 3.0]
+    assert LaPa(LaPaParams(root=str(tmp_path))).info.class_names["mask"] == LAPA_CLASSES
+    mask[0, 0] = 11
+    cv2.imwrite(str(base / "labels" / "x.png"), mask)
+    with pytest.raises(DataError, match=r"x.png: mask value\(s\) \[11\] outside the 11 classes"):
+        LaPa(LaPaParams(root=str(tmp_path)))[0]
+    (base / "landmarks" / "x.txt").write_text("106\n1 2\n")
+    mask[0, 0] = 0
+    cv2.imwrite(str(base / "labels" / "x.png"), mask)
+    with pytest.raises(DataError, match=r"x.txt:1: says 106 points but 1 lines follow"):
+        LaPa(LaPaParams(root=str(tmp_path)))[0]

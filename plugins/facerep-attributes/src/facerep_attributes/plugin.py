@@ -14,5 +14,7 @@ def facerep_plugin_info() -> dict[str, str]:
 def facerep_register(registrar) -> None:  # noqa: ANN001
     registrar.dataset("celeba", "facerep_attributes.celeba:CelebA", params="facerep_attributes.celeba:CelebAParams",
                       summary="CelebA aligned faces with 40 attributes and identities (official annotation files)")
+    registrar.dataset("utkface", "facerep_attributes.utkface:UTKFace", params="facerep_attributes.utkface:UTKFaceParams",
+                      summary="UTKFace crops: gender as an attribute, age and race from the file name in meta")
     registrar.task("binary", "facerep_attributes.task:FaceAttributes", params="facerep_attributes.task:AttributeParams",
                    summary="binary attributes: FaRL's weighted mean/max/CLS head over layers; mean and per-attribute accuracy")
