@@ -67,3 +67,21 @@ def test_real_development_copy_counts_and_ranges():
     assert s.meta["path"].endswith("008001.jpg") and s.image.shape == (109, 89, 3)
     # the share of "Male" (index 20) is a property of CelebA: about 42 %
     assert 0.35 < train.attributes[:, 20].mean() < 0.5
+
+
+def test_aligned_landmark_file_is_read_and_rescaled_to_the_stored_images(tmp_path):
+    import cv2
+
+    from facerep_attributes.celeba import CelebA, CelebAParams
+
+    (tmp_path / "img_align_celeba").mkdir()
+    cv2.imwrite(str(tmp_path / "img_align_celeba" / "000001.jpg"), np.zeros((109, 89, 3), np.uint8))
+    (tmp_path / "list_attr_celeba.txt").write_text("1\nSmiling Young\n000001.jpg  1 -1\n")
+    (tmp_path / "list_landmarks_align_celeba.txt").write_text(
+        "1\nlefteye_x lefteye_y righteye_x righteye_y nose_x nose_y leftmouth_x leftmouth_y rightmouth_x rightmouth_y\n"
+        "000001.jpg    69  109  106  113   77  142   73  152  108  154\n")
+    s = CelebA(CelebAParams(root=str(tmp_path)))[0]
+    np.testing.assert_allclose(s.landmarks[0], [69 * 89 / 178, 109 * 109 / 218], rtol=1e-6)
+    (tmp_path / "list_landmarks_align_celeba.txt").write_text("1\nheader\n000001.jpg 69 109\n")
+    with pytest.raises(DataError, match=r"list_landmarks_align_celeba.txt:3: expected '<file>' and 10 integer coordinates"):
+        CelebA(CelebAParams(root=str(tmp_path)))

@@ -4,6 +4,10 @@
   ``<file> <40 values in {-1, 1}>``.
 - ``identity_CelebA.txt``: ``<file> <identity>`` per line (optional).
 - ``list_eval_partition.txt``: ``<file> <0|1|2>`` (train/val/test; optional).
+- ``list_landmarks_align_celeba.txt``: a count line, a header line, then ``<file>`` and 10 integers
+  (left eye, right eye, nose, left and right mouth corner, x y each) in the 178 x 218 aligned image
+  (optional). Landmarks are rescaled when the stored images are smaller (the development copy is
+  downscaled to 89 x 109).
 
 Attributes are returned as 0/1 uint8 vectors in the file's attribute order.
 """
@@ -73,6 +77,20 @@ def read_attribute_file(path: Path) -> tuple[tuple[str, ...], list[str], np.ndar
     return names, files, np.asarray(rows, dtype=np.uint8)
 
 
+def read_landmark_file(path: Path) -> dict[str, np.ndarray]:
+    """``list_landmarks_align_celeba.txt`` -> {file: (5, 2) float32}; errors name file:line."""
+    lines = path.read_text().splitlines()
+    out: dict[str, np.ndarray] = {}
+    for no, line in enumerate(lines[2:], start=3):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 11 or not all(v.lstrip("-").isdigit() for v in parts[1:]):
+            raise DataError(f"{path}:{no}: expected '<file>' and 10 integer coordinates, got {line[:60]!r}")
+        out[parts[0]] = np.array(parts[1:], dtype=np.float32).reshape(5, 2)
+    return out
+
+
 def read_pairs_file(path: Path, kind: str) -> dict[str, int]:
     """``<file> <integer>`` per line (identities, partitions)."""
     out: dict[str, int] = {}
@@ -110,6 +128,9 @@ class CelebA:
         missing = [f for f in self.files if not f.is_file()]
         if missing:
             raise DataError(f"{len(missing)} CelebA images listed in the attribute file are missing, e.g. {missing[0]}")
+        lm_file = root / "list_landmarks_align_celeba.txt"
+        marks = read_landmark_file(lm_file) if lm_file.is_file() else {}
+        self.landmarks = [marks.get(f.name) for f in self.files]
         labels = ("attributes", "identity") if ids else ("attributes",)
         self.info = DatasetInfo(name="celeba", split=p.split, labels=labels, class_names={"attributes": names})
 
@@ -126,9 +147,9 @@ class CelebA:
 
     def __getitem__(self, index: int) -> Sample:
         path = self.files[index]
-        return Sample(
-            image=decode_image(path),
-            attributes=self.attributes[index],
-            identity=self.identities[index],
-            meta={"path": str(path)},
-        )
+        image = decode_image(path)
+        marks = self.landmarks[index]
+        if marks is not None:  # annotated on the 178 x 218 aligned image
+            marks = marks * np.array([image.shape[1] / 178.0, image.shape[0] / 218.0], np.float32)
+        return Sample(image=image, attributes=self.attributes[index], identity=self.identities[index], landmarks=marks,
+                      meta={"path": str(path)})
