@@ -44,5 +44,5 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
     assert "global batch 16 (2 x 8)" in out
     assert (tmp_path / "wd" / "backbone.safetensors").is_file()
     assert (tmp_path / "wd" / "iter_3.pth").is_file()
-    assert out.count("| evaluation | weights |") == 1  # only rank 0 evaluates
+    assert out.count("| task | weights | protocol |") == 1  # only rank 0 evaluates
     assert (tmp_path / "wd" / "results.json").is_file()

@@ -154,3 +154,14 @@ def test_lapa_layout_with_106_landmarks(tmp_path):
     cv2.imwrite(str(base / "labels" / "x.png"), mask)
     with pytest.raises(DataError, match=r"x.txt:1: says 106 points but 1 lines follow"):
         LaPa(LaPaParams(root=str(tmp_path)))[0]
+
+
+def test_uperhead_builds_after_an_mmengine_runner_set_its_default_scope():
+    from mmengine.registry import DefaultScope
+
+    from facerep_parsing.heads import build_uperhead
+
+    DefaultScope.get_instance("facerep-test-runner", scope_name="mmengine")  # what Runner(...) does
+    head = build_uperhead([8, 8, 8, 8], 16, 3)
+    out = head([torch.randn(2, 8, s, s) for s in (8, 4, 2, 1)])
+    assert out.shape == (2, 3, 8, 8) and DefaultScope.get_current_instance().scope_name == "mmengine"

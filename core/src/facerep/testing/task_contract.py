@@ -76,9 +76,9 @@ class TaskContract:
     params: ClassVar[dict[str, Any]] = {"input_size": 32}
 
     def dataset(self, split: str, n: int) -> Any:
-        from facerep.data.synthetic import SyntheticFaces, SyntheticParams
+        from facerep.data.synthetic import SyntheticParams, build_synthetic
 
-        return PairedFaces(SyntheticFaces(SyntheticParams(n=n, size=64, n_identities=4, seed=0 if split == "train" else 1, split=split)))
+        return PairedFaces(build_synthetic(SyntheticParams(n=n, size=64, n_identities=4, seed=0 if split == "train" else 1, split=split)))
 
     def _setup(self) -> tuple[Any, Any, Any, Any]:
         import pytest

@@ -24,10 +24,16 @@ def build_uperhead(in_channels: list[int], channels: int, num_classes: int) -> n
     from facerep_parsing.mmcv_compat import install
 
     install()
+    from mmengine.registry import DefaultScope
     from mmseg.models.decode_heads import UPerHead
 
-    return UPerHead(in_channels=list(in_channels), in_index=list(range(len(in_channels))), pool_scales=(1, 2, 3, 6), channels=channels,
-                    dropout_ratio=0.1, num_classes=num_classes, norm_cfg={"type": "BN", "requires_grad": True}, align_corners=False)
+    # UPerHead builds its loss through the registry of the *current* default scope; an mmengine
+    # Runner (e.g. a pretraining run in the same process) leaves that at "mmengine", where mmseg's
+    # losses are not registered.
+    with DefaultScope.overwrite_default_scope("mmseg"):
+        return UPerHead(in_channels=list(in_channels), in_index=list(range(len(in_channels))), pool_scales=(1, 2, 3, 6),
+                        channels=channels, dropout_ratio=0.1, num_classes=num_classes, norm_cfg={"type": "BN", "requires_grad": True},
+                        align_corners=False)
 
 
 class _Parsing(HeadBase):
