@@ -125,9 +125,13 @@ def test_data_check_reports_blur_duplicates_and_label_ranges():
     rep = check_dataset(sharp)
     assert rep["samples"] == 12 and rep["unreadable"] == 0 and rep["height"] == [32, 32, 32]
     assert rep["labels"]["expression"] == {"annotated": 12, "min": 0, "max": 2, "classes": 3, "smallest_class": 4}
-    assert rep["problems"] == []
+    assert rep["problems"] == [] and rep["warnings"] == []
     blurred = check_dataset(GreyFaces(12, 0, blur=True))
-    assert any("blurred" in p for p in blurred["problems"])
+    assert any("blurred" in w for w in blurred["warnings"]) and blurred["problems"] == []
+    face48 = GreyFaces(1, 3, size=48).images[0]
+    big = np.kron(face48, np.ones((8, 8, 1), np.uint8))  # the same face at 8x the resolution
+    assert sharpness(big) == pytest.approx(sharpness(face48), rel=1e-4)  # compared at one scale (48 px)
+    assert np.abs(np.diff(big.astype(float).mean(2), axis=1)).mean() < sharpness(face48) / 4  # raw differences would not be
     test = GreyFaces(6, 5, split="test")
     test.images[2] = sharp.images[7]  # a train image leaked into test
     cross = cross_split_duplicates([rep, check_dataset(test)])

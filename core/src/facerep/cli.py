@@ -134,6 +134,11 @@ def cmd_data_check(args: argparse.Namespace) -> int:
                      f"{r['sharpness_mean']:.2f}", str(r["duplicates_within"]), labels or "none"))
     print(_table(rows, ("config path", "dataset", "samples", "unreadable", "h x w", "sharpness", "dups", "labels")))
     problems = [f"{r['name']}:{r['split']}: {p}" for r in reports for p in r["problems"]] + cross
+    warnings = [f"{r['name']}:{r['split']}: {w}" for r in reports for w in r["warnings"]]
+    if warnings:
+        print("\nwarnings:\n  " + "\n  ".join(warnings), file=sys.stderr)
+    if args.strict:
+        problems += warnings
     if args.json:
         for r in reports:
             r.pop("_hashes", None)
@@ -142,7 +147,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if problems:
         print("\nproblems:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
-    print("\nno problems found")
+    print("\nno problems found" + (" (see the warnings)" if warnings else ""))
     return 0
 
 
@@ -191,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field")
     c.add_argument("--limit", type=int, help="check only the first N samples of each split")
     c.add_argument("--json", metavar="FILE", help="also write the full report as JSON")
+    c.add_argument("--strict", action="store_true", help="fail on warnings too (low sharpness, duplicates inside a split)")
     c.set_defaults(func=cmd_data_check)
     return parser
 
