@@ -13,7 +13,7 @@ layers at the task's ``input_size``, on ``dataset()`` (default: synthetic faces,
 identity, 68 landmarks, a 19-class mask, attributes and expression; identities also form
 LFW-style ``pairs``). It checks: ``prepare`` is deterministic for a given rng and gives same-shape
 uint8 images and targets; the head's ``select`` holds batched tensors and its loss backpropagates;
-the frozen protocol and the linear protocol return one prediction per test sample and a finite
+the frozen, linear and fine-tuning protocols return one prediction per test sample and a finite
 ``primary_metric``.
 """
 
@@ -125,13 +125,14 @@ class TaskContract:
         out.loss.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
-    def test_frozen_and_linear_protocols_score_every_test_sample(self) -> None:
+    def test_frozen_linear_and_finetune_protocols_score_every_test_sample(self) -> None:
         from facerep.eval.linear_probe import LinearProbe, LinearProbeParams
-        from facerep.eval.protocols import FrozenHead, FrozenHeadParams
+        from facerep.eval.protocols import FineTune, FineTuneParams, FrozenHead, FrozenHeadParams
 
         task, train, test, backbone = self._setup()
         for protocol in (FrozenHead(FrozenHeadParams(epochs=2, min_steps=0, batch_size=4)),
-                         LinearProbe(LinearProbeParams(l2_grid=(1e-2,), max_iter=20))):
+                         LinearProbe(LinearProbeParams(l2_grid=(1e-2,), max_iter=20)),
+                         FineTune(FineTuneParams(epochs=1, min_steps=0, batch_size=4))):
             out = protocol.run(backbone, task, train, test)
             assert len(out.predictions) == len(test)
             assert task.primary_metric in out.metrics and math.isfinite(out.metrics[task.primary_metric]), out.metrics
