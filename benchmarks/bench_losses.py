@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from _timing import Result, paired, result
+
 from facerep_frl.moco import info_nce
 from facerep_frl.sinkhorn import sinkhorn_knopp
 from facerep_frl.swav import swav_loss

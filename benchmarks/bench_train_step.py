@@ -49,11 +49,12 @@ class SwAVStepSetup:
 
     def __init__(self, *, batch: int, global_size: int, n_global: int, local_size: int, n_local: int, n_protos: int, hidden_dim: int,
                  out_dim: int, facerep_variants: tuple[str, ...] = FACEREP_VARIANTS, seed: int = 0) -> None:
+        from lightly.loss import SwaVLoss
+        from mmengine.optim import OptimWrapper
+
         from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
         from facerep.engine.model import PretrainModel
         from facerep_frl.swav import SwAVObjective, SwAVParams
-        from lightly.loss import SwaVLoss
-        from mmengine.optim import OptimWrapper
 
         torch.manual_seed(seed)
         self.n_global = n_global

@@ -21,13 +21,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 from _timing import Result, paired, result
+from PIL import Image, ImageFilter
+
 from facerep.data.augment import adjust_color, gaussian_blur, to_grayscale
 from facerep.data.synthetic import SyntheticFaces
 from facerep.types import Sample
 from facerep_frl.moco import AUG_PLUS_COLOR
 from facerep_frl.swav import SwAVColor
 from facerep_frl.views import MultiCropViews, TwoViews
-from PIL import Image, ImageFilter
 
 __all__ = ["bench_multicrop", "bench_two_views", "colour_agreement"]
 

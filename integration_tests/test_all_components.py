@@ -16,7 +16,7 @@ def test_the_installed_plugins_register_objectives():
 
 
 @pytest.fixture(params=OBJECTIVES)
-def objective_name(request, facerep_plugins):  # noqa: ANN001, ANN201
+def objective_name(request, facerep_plugins):
     return request.param
 
 
@@ -24,5 +24,5 @@ class TestEveryObjective(ObjectiveContract):
     """Runs each contract test once per registered objective."""
 
     @pytest.fixture(autouse=True)
-    def _component(self, objective_name):  # noqa: ANN001, ANN202
+    def _component(self, objective_name):
         self.component = objective_name

@@ -12,7 +12,7 @@ TASKS = [spec.name for spec in load_plugins().registry.specs("task")]
 
 
 @pytest.fixture(params=TASKS)
-def task_name(request, facerep_plugins):  # noqa: ANN001, ANN201
+def task_name(request, facerep_plugins):
     return request.param
 
 
@@ -20,5 +20,5 @@ class TestEveryTask(TaskContract):
     """Runs each contract test once per registered task."""
 
     @pytest.fixture(autouse=True)
-    def _component(self, task_name):  # noqa: ANN001, ANN202
+    def _component(self, task_name):
         self.component = task_name

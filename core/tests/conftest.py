@@ -11,11 +11,11 @@ def _local_plugin() -> types.ModuleType:
     mod = types.ModuleType("facerep_local_test_plugin")
 
     @hookimpl
-    def facerep_plugin_info():  # noqa: ANN202
+    def facerep_plugin_info():
         return {"api_version": API_VERSION}
 
     @hookimpl
-    def facerep_register(registrar):  # noqa: ANN001, ANN202
+    def facerep_register(registrar):
         registrar.dataset("noise", "facerep.testing.toy:NoiseFaces", params="facerep.testing.toy:NoiseParams")
         registrar.objective("toy", "facerep.testing.toy:ToyContrastive", params="facerep.testing.toy:ToyParams")
 
@@ -25,7 +25,7 @@ def _local_plugin() -> types.ModuleType:
 
 
 @pytest.fixture
-def local_plugins():  # noqa: ANN201
+def local_plugins():
     """Core plus a local plugin ``local`` (noise dataset, toy objective); no installed plugins."""
     from facerep.plugins import load_plugins, reset_plugins
 

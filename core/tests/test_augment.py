@@ -68,7 +68,7 @@ def test_crop_box_falls_back_to_a_central_crop_with_clamped_ratio():
     assert sample_resized_crop_box(90, 100, (2.0, 3.0), (3 / 4, 4 / 3), rng) == (0, 0, 90, 100)
 
 
-def test_random_resized_crop_shape_content_and_reproducibility(img):  # noqa: ANN001
+def test_random_resized_crop_shape_content_and_reproducibility(img):
     out = random_resized_crop(img, 32, rng=np.random.default_rng(5))
     assert out.shape == (32, 32, 3) and out.dtype == np.uint8
     assert np.array_equal(out, random_resized_crop(img, 32, rng=np.random.default_rng(5)))
@@ -106,13 +106,13 @@ def test_crop_resize_points_track_image_content():
 # --- colour --------------------------------------------------------------------------------------
 
 
-def test_color_jitter_with_zero_strength_is_identity(img):  # noqa: ANN001
+def test_color_jitter_with_zero_strength_is_identity(img):
     rng = np.random.default_rng(0)
     for _ in range(5):
         assert np.array_equal(color_jitter(img, 0, 0, 0, 0, rng), img)
 
 
-def test_brightness_jitter_matches_hand_computation(img):  # noqa: ANN001
+def test_brightness_jitter_matches_hand_computation(img):
     out = color_jitter(img, 0.4, 0, 0, 0, np.random.default_rng(3))
     order, b, c, s, h = sample_color_jitter(0.4, 0, 0, 0, np.random.default_rng(3))
     assert sorted(order) == [0, 1, 2, 3] and (c, s, h) == (1.0, 1.0, 0.0) and 0.6 <= b <= 1.4 and b != 1.0
@@ -144,7 +144,7 @@ def _reference(img: np.ndarray, b: float, c: float, s: float, h: float, order: t
     return np.rint(x * 255).astype(int)
 
 
-def test_adjust_color_matches_torchvision_formulas(img):  # noqa: ANN001
+def test_adjust_color_matches_torchvision_formulas(img):
     small = img[::4, ::4]  # 12 x 16: the per-pixel colorsys reference stays fast
     cases = [
         (1.3, 1, 1, 0, (0, 1, 2, 3)),
@@ -164,7 +164,7 @@ def test_adjust_color_matches_torchvision_formulas(img):  # noqa: ANN001
     assert not np.array_equal(adjust_color(small, 1.6, 0.5, order=(0, 1, 2, 3)), adjust_color(small, 1.6, 0.5, order=(1, 0, 2, 3)))
 
 
-def test_contrast_and_saturation_zero_collapse_to_grey(img):  # noqa: ANN001
+def test_contrast_and_saturation_zero_collapse_to_grey(img):
     flat = adjust_color(img, contrast=0.0)
     assert np.ptp(flat) == 0 and abs(int(flat[0, 0, 0]) - _luma(img).mean()) <= 1
     assert np.abs(adjust_color(img, saturation=0.0).astype(int) - to_grayscale(img).astype(int)).max() <= 1
@@ -180,15 +180,15 @@ def test_hue_rotation_of_pure_colours():
     assert np.array_equal(adjust_color(grey, hue=0.37), grey)  # no hue to rotate
 
 
-def test_grayscale_uses_itu_601_weights(img):  # noqa: ANN001
+def test_grayscale_uses_itu_601_weights(img):
     g = to_grayscale(img)
     assert g.shape == img.shape and g.dtype == np.uint8
     assert np.array_equal(g[..., 0], g[..., 1]) and np.array_equal(g[..., 0], g[..., 2])
     assert np.abs(g[..., 0] - _luma(img)).max() <= 1
 
 
-def test_blur_removes_high_frequencies(img):  # noqa: ANN001
-    def hf(x):  # noqa: ANN001, ANN202
+def test_blur_removes_high_frequencies(img):
+    def hf(x):
         return np.abs(cv2.Laplacian(x.astype(np.float32), cv2.CV_32F)).mean()
 
     light, strong = gaussian_blur(img, 0.5), gaussian_blur(img, 2.0)
@@ -200,7 +200,7 @@ def test_blur_removes_high_frequencies(img):  # noqa: ANN001
         gaussian_blur(img, 1.0, kernel_size=4)
 
 
-def test_solarize_and_hflip(img):  # noqa: ANN001
+def test_solarize_and_hflip(img):
     s = solarize(img, 128)
     hi = img >= 128
     assert np.array_equal(s[hi], 255 - img[hi]) and np.array_equal(s[~hi], img[~hi])
@@ -208,7 +208,7 @@ def test_solarize_and_hflip(img):  # noqa: ANN001
     assert np.array_equal(f[:, 0], img[:, -1]) and np.array_equal(hflip(f), img) and f.flags.c_contiguous
 
 
-def test_color_augment_is_reproducible_and_uses_only_the_given_rng(img):  # noqa: ANN001
+def test_color_augment_is_reproducible_and_uses_only_the_given_rng(img):
     aug = ColorAugment(solarize_p=0.2)
     np.random.seed(123)
     state = np.random.get_state()[1].copy()
@@ -222,7 +222,7 @@ def test_color_augment_is_reproducible_and_uses_only_the_given_rng(img):  # noqa
         aug.hue = 0.2  # type: ignore[misc]
 
 
-def test_color_augment_probabilities(img):  # noqa: ANN001
+def test_color_augment_probabilities(img):
     off = ColorAugment(jitter_p=0, grayscale_p=0, blur_p=0, solarize_p=0, flip_p=0)
     assert np.array_equal(off(img, np.random.default_rng(0)), img)
     flip_only = attrs.evolve(off, flip_p=1.0)
@@ -241,13 +241,13 @@ def test_color_augment_probabilities(img):  # noqa: ANN001
 # --- decoding ------------------------------------------------------------------------------------
 
 
-def _write(path, image: np.ndarray) -> None:  # noqa: ANN001
+def _write(path, image: np.ndarray) -> None:
     ok, buf = cv2.imencode(path.suffix, image)
     assert ok
     path.write_bytes(buf.tobytes())
 
 
-def test_decode_colour_png_is_rgb(tmp_path, img):  # noqa: ANN001
+def test_decode_colour_png_is_rgb(tmp_path, img):
     p = tmp_path / "c.png"
     _write(p, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     assert np.array_equal(decode_image(p), img)
@@ -255,7 +255,7 @@ def test_decode_colour_png_is_rgb(tmp_path, img):  # noqa: ANN001
     assert np.array_equal(decode_image(str(p)), img)
 
 
-def test_decode_grey_and_alpha_png_to_three_channels(tmp_path):  # noqa: ANN001
+def test_decode_grey_and_alpha_png_to_three_channels(tmp_path):
     grey = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     _write(tmp_path / "g.png", grey)
     out = decode_image(tmp_path / "g.png")
@@ -267,7 +267,7 @@ def test_decode_grey_and_alpha_png_to_three_channels(tmp_path):  # noqa: ANN001
     assert np.array_equal(decode_image(tmp_path / "a.png")[0, 0], [200, 20, 10])
 
 
-def test_decode_truncated_or_corrupt_jpeg_names_the_file(tmp_path, img):  # noqa: ANN001
+def test_decode_truncated_or_corrupt_jpeg_names_the_file(tmp_path, img):
     p = tmp_path / "face.jpg"
     _write(p, img)
     full = p.read_bytes()
@@ -288,7 +288,7 @@ def test_decode_truncated_or_corrupt_jpeg_names_the_file(tmp_path, img):  # noqa
         decode_image(full[:100])
 
 
-def test_decode_missing_empty_and_truncated_png(tmp_path, img):  # noqa: ANN001
+def test_decode_missing_empty_and_truncated_png(tmp_path, img):
     with pytest.raises(DataError, match=r"nope\.png"):
         decode_image(tmp_path / "nope.png")
     (tmp_path / "empty.png").write_bytes(b"")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from facerep.build import resolve, resolve_run
 from facerep.config import (
     ComponentConfig,

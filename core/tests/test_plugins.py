@@ -10,6 +10,7 @@ import types
 from collections.abc import Callable
 
 import pytest
+
 from facerep.errors import ComponentNotFoundError, PluginError, RegistrationCollisionError
 from facerep.hookspecs import API_VERSION, hookimpl
 from facerep.plugins import get_plugins, load_plugins, reset_plugins

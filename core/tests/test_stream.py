@@ -31,7 +31,7 @@ def test_resumed_sampler_continues_where_the_uninterrupted_one_is():
 
 def test_each_epoch_is_a_seeded_permutation_and_views_depend_on_position_only():
     ds = NoiseFaces(NoiseParams(n=10, size=8))
-    transform = lambda sample, rng: [sample.image, (sample.image.astype(np.int64) + rng.integers(0, 5)).clip(0, 255).astype(np.uint8)]  # noqa: E731
+    transform = lambda sample, rng: [sample.image, (sample.image.astype(np.int64) + rng.integers(0, 5)).clip(0, 255).astype(np.uint8)]
     stream = ViewStream(ds, transform, seed=3)
     epoch0 = [stream.index_of(k) for k in range(10)]
     epoch1 = [stream.index_of(k) for k in range(10, 20)]

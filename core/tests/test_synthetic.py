@@ -31,7 +31,7 @@ def faces() -> SyntheticFaces:
 
 
 @pytest.fixture(scope="module")
-def samples(faces):  # noqa: ANN001, ANN201
+def samples(faces):
     return [faces[i] for i in range(len(faces))]
 
 
@@ -45,7 +45,7 @@ def _luma(img: np.ndarray) -> np.ndarray:
     return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def test_info_and_labels(faces, samples):  # noqa: ANN001
+def test_info_and_labels(faces, samples):
     info = faces.info
     assert info.name == "synthetic_faces" and info.synthetic and info.split == "train"
     assert info.labels == ("identity", "landmarks", "mask", "attributes", "expression")
@@ -122,7 +122,7 @@ def test_flip_pairs_are_an_involution_with_the_ibug_midline_fixed():
     assert np.flatnonzero(perm == np.arange(68)).tolist() == [8, 27, 28, 29, 30, 33, 51, 57, 62, 66]
 
 
-def test_flip_pairs_are_mirror_images_in_the_drawn_geometry(samples):  # noqa: ANN001
+def test_flip_pairs_are_mirror_images_in_the_drawn_geometry(samples):
     """Each pair's midpoint and every fixed point lie on the face's vertical midline, and the
     pairs straddle it: the flip pairs match the geometry, whatever the pose."""
     pairs = np.array(IBUG68_FLIP_PAIRS)
@@ -137,7 +137,7 @@ def test_flip_pairs_are_mirror_images_in_the_drawn_geometry(samples):  # noqa: A
         assert np.all(side(lm[pairs[:, 0]]) * side(lm[pairs[:, 1]]) < 0)
 
 
-def test_landmarks_follow_the_ibug_layout(samples):  # noqa: ANN001
+def test_landmarks_follow_the_ibug_layout(samples):
     for s in samples[:24]:
         lm = s.landmarks
         assert np.all((lm >= 0) & (lm <= s.image.shape[0] - 1))
@@ -151,7 +151,7 @@ def test_landmarks_follow_the_ibug_layout(samples):  # noqa: ANN001
         assert lm[36] @ axis < lm[39] @ axis < lm[42] @ axis < lm[45] @ axis
 
 
-def test_landmarks_lie_on_the_drawn_parts(samples):  # noqa: ANN001
+def test_landmarks_lie_on_the_drawn_parts(samples):
     parts = [
         (range(0, 17), {M["skin"]}),
         (range(17, 22), {M["r_brow"]}),
@@ -167,7 +167,7 @@ def test_landmarks_lie_on_the_drawn_parts(samples):  # noqa: ANN001
                 assert _near(s.mask, s.landmarks[k]) & classes, f"{s.meta['path']}: landmark {k} not on {classes}"
 
 
-def test_eye_landmarks_sit_on_eye_pixels(samples):  # noqa: ANN001
+def test_eye_landmarks_sit_on_eye_pixels(samples):
     """Eye-contour landmarks are on lid-line or sclera pixels (far from skin colour), and the
     centre of the six points is on the dark iris."""
     for s in samples:
@@ -201,7 +201,7 @@ def test_geometry_is_resolution_independent():
     assert small.expression == big.expression and np.array_equal(small.attributes, big.attributes)
 
 
-def test_pose_varies_and_landmarks_rotate_with_it(samples):  # noqa: ANN001
+def test_pose_varies_and_landmarks_rotate_with_it(samples):
     angles = []
     for s in samples:
         d = s.landmarks[45] - s.landmarks[36]
@@ -213,7 +213,7 @@ def test_pose_varies_and_landmarks_rotate_with_it(samples):  # noqa: ANN001
     assert np.ptp(angles) > 15
 
 
-def test_mask_classes_agree_with_image_and_attributes(faces, samples):  # noqa: ANN001
+def test_mask_classes_agree_with_image_and_attributes(faces, samples):
     for s in samples:
         present = set(np.unique(s.mask).tolist())
         assert {M[k] for k in ("background", "skin", "nose", "l_eye", "r_eye", "l_brow", "r_brow", "u_lip", "l_lip", "hair")} <= present
@@ -228,7 +228,7 @@ def test_mask_classes_agree_with_image_and_attributes(faces, samples):  # noqa: 
         assert _luma(s.image)[np.isin(s.mask, [M["l_eye"], M["r_eye"]])].mean() < _luma(s.image)[s.mask == M["skin"]].mean()
 
 
-def test_identity_traits_are_stable_and_distinct(faces, samples):  # noqa: ANN001
+def test_identity_traits_are_stable_and_distinct(faces, samples):
     # inner/outer eye-corner distance ratio: set by the identity, invariant to pose and expression
     ratio = {}
     chroma = {}
@@ -254,17 +254,17 @@ def test_identity_traits_are_stable_and_distinct(faces, samples):  # noqa: ANN00
     assert faces.traits(3) is faces.traits(3) and faces.traits(3) != faces.traits(4)
 
 
-def test_mouth_shape_depends_on_expression(samples):  # noqa: ANN001
+def test_mouth_shape_depends_on_expression(samples):
     """Smiles lift the mouth corners, sadness drops them, surprise opens a tall narrow mouth."""
 
-    def corner_lift(s):  # noqa: ANN001, ANN202
+    def corner_lift(s):
         lm = s.landmarks
         axis = (lm[45] - lm[36]) / np.linalg.norm(lm[45] - lm[36])
         up = np.array([axis[1], -axis[0]])
         centre = (lm[62] + lm[66]) / 2
         return float(((lm[48] + lm[54]) / 2 - centre) @ up) / np.linalg.norm(lm[45] - lm[36])
 
-    def aspect(s):  # noqa: ANN001, ANN202
+    def aspect(s):
         lm = s.landmarks
         return float(np.linalg.norm(lm[57] - lm[51]) / np.linalg.norm(lm[54] - lm[48]))
 

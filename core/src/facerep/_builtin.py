@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.backbone("timm", "facerep.backbones.timm_backbone:TimmBackbone", params="facerep.backbones.timm_backbone:TimmBackboneParams",
                        summary="any timm ViT or CNN by name")
     registrar.dataset("image_folder", "facerep.data.folder:ImageFolder", params="facerep.data.folder:ImageFolderParams",

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 def _table(rows: list[Sequence[str]], header: Sequence[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -66,9 +66,8 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from facerep.run import run
-
     from facerep.config import find_config
+    from facerep.run import run
 
     run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
         resume=args.resume, stop_after=args.stop_after)

@@ -43,13 +43,13 @@ def all_gather(x: torch.Tensor) -> torch.Tensor:
 
 class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         parts = [torch.empty_like(x) for _ in range(world_size())]
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         # Every rank computed a loss on the full gathered tensor; the gradient of the summed loss
         # w.r.t. this rank's slice is the sum of all ranks' gradients for that slice.
         grad = grad.contiguous()

@@ -64,7 +64,7 @@ class PluginSet:
     def manifest(self) -> list[dict[str, str]]:
         return [attrs.asdict(r) for r in self.records]
 
-    def get(self, kind: str, name: str):  # noqa: ANN201 - returns ComponentSpec
+    def get(self, kind: str, name: str):
         return self.registry.get(kind, name, installed_plugins=[f"{r.name} ({r.dist} {r.version})" for r in self.loaded])
 
 

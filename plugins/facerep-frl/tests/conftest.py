@@ -19,10 +19,9 @@ if str(TESTS) not in sys.path:  # helper modules (_frl_helpers), also for spawne
 
 
 @pytest.fixture
-def frl_plugins():  # noqa: ANN201
-    from facerep.plugins import load_plugins, reset_plugins
-
+def frl_plugins():
     import facerep_frl.plugin
+    from facerep.plugins import load_plugins, reset_plugins
 
     installed = [ep for ep in md.entry_points(group="facerep") if ep.name == "frl"]
     plugins = load_plugins(strict=True) if installed else load_plugins(strict=True, extra=[("frl", facerep_frl.plugin)])

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not tdist.is_available() or not tdist.is_gloo_av
 
 
 @pytest.fixture(scope="module")
-def ranks(tmp_path_factory):  # noqa: ANN201
+def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("frl_dist")
     mp.spawn(helpers.worker, args=(WORLD, str(out / "init"), str(out)), nprocs=WORLD, join=True)
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]

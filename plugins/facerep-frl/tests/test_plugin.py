@@ -74,7 +74,7 @@ def test_swav_paper_preset_optimisation_is_bulat_et_al():
 
 class _Installed:
     @pytest.fixture(autouse=True)
-    def _plugins(self, frl_plugins):  # noqa: ANN202
+    def _plugins(self, frl_plugins):
         return frl_plugins
 
 

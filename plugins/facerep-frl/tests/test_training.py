@@ -19,14 +19,14 @@ from facerep.testing import build_objective
 STEPS, BATCH = 20, 32
 
 
-def _views(obj, faces, seed: int) -> list[torch.Tensor]:  # noqa: ANN001
+def _views(obj, faces, seed: int) -> list[torch.Tensor]:
     transform = obj.view_transform()
     per_sample = [transform(face, np.random.default_rng([seed, i])) for i, face in enumerate(faces)]
     return [obj.backbone.preprocess(torch.from_numpy(np.stack([v[j] for v in per_sample])).permute(0, 3, 1, 2).contiguous())
             for j in range(len(per_sample[0]))]
 
 
-def _train(obj, faces, lr: float) -> list[float]:  # noqa: ANN001
+def _train(obj, faces, lr: float) -> list[float]:
     opt = torch.optim.SGD([p for p in obj.parameters() if p.requires_grad], lr=lr, momentum=0.9, weight_decay=1e-6)
     rng = np.random.default_rng(0)
     obj.train()
@@ -45,7 +45,7 @@ def _train(obj, faces, lr: float) -> list[float]:  # noqa: ANN001
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
+def _one_thread():
     """Small CPU convolutions gain little from threads, and OpenMP threads spin (and crawl) on a
     busy machine: these runs take a few seconds on one thread."""
     before = torch.get_num_threads()
@@ -55,7 +55,7 @@ def _one_thread():  # noqa: ANN202
 
 
 @pytest.fixture(scope="module")
-def faces():  # noqa: ANN201
+def faces():
     ds = SyntheticFaces(n=128, size=48, n_identities=16, seed=0)
     return [ds[i] for i in range(len(ds))]
 

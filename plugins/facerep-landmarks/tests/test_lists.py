@@ -12,7 +12,7 @@ from facerep_landmarks.metrics import landmark_metrics
 
 def test_wflw_lines_with_subsets(tmp_path):
     pts = np.arange(196, dtype=float)
-    line = lambda flags, name: " ".join([*(f"{v:.3f}" for v in pts), "10", "20", "110", "140", *map(str, flags), name])  # noqa: E731
+    line = lambda flags, name: " ".join([*(f"{v:.3f}" for v in pts), "10", "20", "110", "140", *map(str, flags), name])
     lst = tmp_path / "list.txt"
     lst.write_text(line([0, 1, 0, 0, 0, 0], "1--Handshaking/a.jpg") + "\n" + line([1, 0, 0, 0, 0, 0], "2--Demo/b.jpg") + "\n")
     ds = WFLW(WFLWParams(root=str(tmp_path), list="list.txt"))

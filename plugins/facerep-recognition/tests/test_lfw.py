@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _recog_helpers import real_dir, write_lfw
+
 from facerep.data.subset import label_array
 from facerep.errors import DataError
 from facerep_recognition.lfw import LFW, LFWParams

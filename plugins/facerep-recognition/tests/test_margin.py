@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from facerep_recognition.margin import MarginClassifier, arcface_logits, cosface_logits
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from facerep_recognition.metrics import (
     balanced_folds,
     best_threshold,

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 from _recog_helpers import real_dir, write_lfw
+from torch import nn
+
 from facerep.data.geometry import ARCFACE_112
 from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.types import DatasetInfo, Sample
 from facerep_recognition.lfw import LFW, LFWParams
 from facerep_recognition.task import FaceVerification, VerificationHead, VerificationParams
-from torch import nn
 
 
 class _Ids:

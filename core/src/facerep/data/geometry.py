@@ -15,7 +15,7 @@ from facerep.errors import DataError
 
 __all__ = [
     "ARCFACE_112",
-    "FACER_224",
+    "FACER_UNIT",
     "TEMPLATES",
     "box_crop_matrix",
     "five_points",

@@ -22,7 +22,7 @@ class PretrainModel(BaseModel):
         self.precision = precision
         self.channels_last = channels_last
 
-    def forward(self, views: list[torch.Tensor], data_samples: Any = None, mode: str = "loss") -> dict[str, torch.Tensor]:  # noqa: ARG002
+    def forward(self, views: list[torch.Tensor], data_samples: Any = None, mode: str = "loss") -> dict[str, torch.Tensor]:
         out = self.objective(views)
         logs = {k: torch.as_tensor(float(v)) for k, v in out.logs.items()}
         return {"loss": out.loss, **logs}

@@ -69,7 +69,7 @@ class ToyContrastive(nn.Module):
         self.ema_projector.load_state_dict(self.projector.state_dict())
         self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
 
-    def view_transform(self):  # noqa: ANN201
+    def view_transform(self):
         return lambda sample, rng: toy_views(sample, rng, self.params.crop)
 
     def forward(self, views: list[torch.Tensor]) -> LossOutput:

@@ -12,12 +12,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from facerep.config import structure, unstructure
 from facerep.errors import ConfigError
 from facerep.testing import ObjectiveContract
 from facerep.types import Features, Sample
 from facerep_example_objective.objective import VICReg, VICRegParams, VICRegViews, vicreg_terms
-from torch import nn
 
 # ---------------------------------------------------------------------------------------------
 # the loss, by hand

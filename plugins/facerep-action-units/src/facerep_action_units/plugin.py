@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.dataset("disfa", "facerep_action_units.readers:DISFA", params="facerep_action_units.readers:DISFAParams",
                       summary="DISFA: 12 AU intensities (0-5) per frame from ActionUnit_Labels/<subject>/<subject>_au<k>.txt")
     registrar.dataset("bp4d", "facerep_action_units.readers:BP4D", params="facerep_action_units.readers:BP4DParams",

@@ -26,7 +26,7 @@ from facerep.data.folder import expand_path
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
-__all__ = ["BP4D", "BP4DParams", "DISFA", "DISFAParams", "read_bp4d_csv", "read_disfa_au"]
+__all__ = ["BP4D", "DISFA", "BP4DParams", "DISFAParams", "read_bp4d_csv", "read_disfa_au"]
 
 DISFA_AUS = (1, 2, 4, 5, 6, 9, 12, 15, 17, 20, 25, 26)
 BP4D_AUS = (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24)

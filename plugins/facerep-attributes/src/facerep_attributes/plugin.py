@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.dataset("celeba", "facerep_attributes.celeba:CelebA", params="facerep_attributes.celeba:CelebAParams",
                       summary="CelebA aligned faces with 40 attributes and identities (official annotation files)")
     registrar.dataset("utkface", "facerep_attributes.utkface:UTKFace", params="facerep_attributes.utkface:UTKFaceParams",

@@ -26,7 +26,7 @@ from facerep.data.folder import expand_path
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
-__all__ = ["AffectNet", "AffectNetParams", "RAFDB", "RAFDBParams"]
+__all__ = ["RAFDB", "AffectNet", "AffectNetParams", "RAFDBParams"]
 
 RAF_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")

@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.dataset("fer2013", "facerep_expression.fer2013:FER2013", params="facerep_expression.fer2013:FER2013Params",
                       summary="FER2013, 7 expressions, 48x48 grey: Kaggle class-folder export or the original fer2013.csv")
     registrar.dataset("rafdb", "facerep_expression.lists:RAFDB", params="facerep_expression.lists:RAFDBParams",

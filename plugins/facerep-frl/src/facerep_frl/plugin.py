@@ -20,7 +20,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.objective(
         "swav",
         "facerep_frl.swav:SwAVObjective",

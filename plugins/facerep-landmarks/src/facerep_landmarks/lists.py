@@ -22,7 +22,7 @@ from facerep.errors import DataError
 from facerep.types import DatasetInfo
 from facerep_landmarks.readers import _LandmarkSet
 
-__all__ = ["AFLW19", "AFLW19Params", "WFLW", "WFLWParams"]
+__all__ = ["AFLW19", "WFLW", "AFLW19Params", "WFLWParams"]
 
 WFLW_FLAGS = ("pose", "expression", "illumination", "makeup", "occlusion", "blur")
 

@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.dataset("pts_folder", "facerep_landmarks.readers:PtsFolder", params="facerep_landmarks.readers:PtsFolderParams",
                       summary="images + 300-W .pts files (68 points, 1-based), e.g. AFW, LFPW, HELEN, iBUG")
     registrar.dataset("mtfl", "facerep_landmarks.readers:MTFL", params="facerep_landmarks.readers:MTFLParams",

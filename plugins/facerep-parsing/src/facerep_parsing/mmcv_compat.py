@@ -22,7 +22,7 @@ __all__ = ["install", "point_sample"]
 _UNAVAILABLE = ("CrissCrossAttention", "PSAMask", "DeformConv2d", "ModulatedDeformConv2d", "sigmoid_focal_loss")
 
 
-def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool = False, **kwargs: Any) -> torch.Tensor:  # noqa: A002
+def point_sample(input: torch.Tensor, points: torch.Tensor, align_corners: bool = False, **kwargs: Any) -> torch.Tensor:
     """Sample ``input (N, C, H, W)`` at ``points (N, P, 2)`` (or (N, Hp, Wp, 2)) given as (x, y) in [0, 1]."""
     add_dim = points.dim() == 3
     grid = 2.0 * points - 1.0
@@ -45,7 +45,7 @@ def install() -> bool:
     if "mmcv.ops" in sys.modules:
         return getattr(sys.modules["mmcv.ops"], "__facerep_shim__", False)
     try:
-        import mmcv.ops  # noqa: F401
+        import mmcv.ops
         return False
     except ImportError:
         pass

@@ -11,7 +11,7 @@ def facerep_plugin_info() -> dict[str, str]:
 
 
 @hookimpl
-def facerep_register(registrar) -> None:  # noqa: ANN001
+def facerep_register(registrar) -> None:
     registrar.dataset("celebamask_hq", "facerep_parsing.celebamask:CelebAMaskHQ", params="facerep_parsing.celebamask:CelebAMaskParams",
                       summary="CelebAMask-HQ, 19 classes: class-index PNG masks or the original per-part mask files")
     registrar.dataset("lapa", "facerep_parsing.lapa:LaPa", params="facerep_parsing.lapa:LaPaParams",

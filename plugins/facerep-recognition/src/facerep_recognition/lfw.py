@@ -31,11 +31,11 @@ from typing import Literal
 
 import attrs
 import numpy as np
+
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
-
 from facerep_recognition.metrics import balanced_folds
 
 __all__ = ["LFW", "LFWParams", "PairList", "read_pair_list"]

@@ -15,14 +15,14 @@ import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from facerep.data.geometry import FIVE_POINT_INDICES, five_points, similarity_matrix, template, warp
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
-from torch import nn
-
 from facerep_recognition.margin import MarginClassifier
 from facerep_recognition.metrics import balanced_folds, best_threshold, pair_scores, verification_metrics
 

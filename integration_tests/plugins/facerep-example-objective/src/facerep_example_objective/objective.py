@@ -22,9 +22,10 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from facerep.dist import all_gather_with_grad
 from facerep.types import LossOutput, Sample
-from torch import nn
 
 __all__ = ["VICReg", "VICRegParams", "VICRegViews", "vicreg_terms"]
 
