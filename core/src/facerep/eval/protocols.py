@@ -30,7 +30,9 @@ from facerep.data.subset import Subset
 from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Prepared
 
-__all__ = ["EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared", "feature_cache"]
+__all__ = [
+    "EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared", "feature_cache",
+]
 
 
 @attrs.define
@@ -140,7 +142,7 @@ def _select_key(head: Any) -> tuple:
 
 @torch.no_grad()
 def cache_selected(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, views: bool, batch_size: int = 64,
-                   num_workers: int = 0, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor], list[dict]]:
+                   num_workers: int = 0, precision: str = "fp32") -> tuple[list[dict[str, torch.Tensor]], dict[str, torch.Tensor], list]:
     """Frozen backbone: ``head.select`` of every prepared (test-mode) image, per test view when
     ``views``; returns (per-view cached inputs, targets, metas), all on the CPU."""
     backbone.eval()
@@ -266,14 +268,14 @@ class FrozenHead:
         if val is not None:
             def evaluate_val() -> dict[str, float]:
                 return task.evaluate(_predict_cached(head, task, val_in, val_meta, p.batch_size, device, p.precision), val)
-        history = fit_head(head, lambda idx: ({k: v[idx].to(device) for k, v in train_in[0].items()}, {k: v[idx].to(device) for k, v in train_t.items()}),
-                           n, p, task, evaluate_val, device)
+        def batch(idx: torch.Tensor) -> tuple[dict, dict]:
+            return {k: v[idx].to(device) for k, v in train_in[0].items()}, {k: v[idx].to(device) for k, v in train_t.items()}
+
+        history = fit_head(head, batch, n, p, task, evaluate_val, device)
         preds = _predict_cached(head, task, test_in, test_meta, p.batch_size, device, p.precision)
         metrics = task.evaluate(preds, test)
-        if history.best_state is not None:
-            head.load_state_dict(history.best_state)
-            best = task.evaluate(_predict_cached(head, task, test_in, test_meta, p.batch_size, device, p.precision), test)
-            metrics.update(_prefixed("val_", history.best_val), **_prefixed("best_", best), best_epoch=float(history.best_epoch))
+        history.add_best(metrics, head, lambda: task.evaluate(_predict_cached(head, task, test_in, test_meta, p.batch_size, device,
+                                                                                 p.precision), test))
         return EvalOutput(metrics, preds, history.rows)
 
 
@@ -290,6 +292,14 @@ class _History:
     best_val: dict[str, float] = attrs.field(factory=dict)
     best_state: dict[str, torch.Tensor] | None = None
     best_epoch: int = -1
+
+    def add_best(self, metrics: dict[str, float], model: torch.nn.Module, score_test: Callable[[], dict[str, float]]) -> None:
+        """With a validation split: load the epoch best on it and add ``val_*``, ``best_*`` (test
+        metrics of that epoch) and ``best_epoch`` to ``metrics``."""
+        if self.best_state is None:
+            return
+        model.load_state_dict(self.best_state)
+        metrics.update(_prefixed("val_", self.best_val), **_prefixed("best_", score_test()), best_epoch=float(self.best_epoch))
 
 
 def fit_head(model: torch.nn.Module, batch_fn: Callable[[torch.Tensor], tuple[dict, dict]], n: int, p: Any, task: Task,
@@ -418,8 +428,5 @@ class FineTune:
         history = fit_head(model, batch_fn, len(train), p, task, evaluate_val, device, params=groups)
         preds = predict_dataset(backbone, head, task, test, **kw)
         metrics = task.evaluate(preds, test)
-        if history.best_state is not None:
-            model.load_state_dict(history.best_state)
-            best = task.evaluate(predict_dataset(backbone, head, task, test, **kw), test)
-            metrics.update(_prefixed("val_", history.best_val), **_prefixed("best_", best), best_epoch=float(history.best_epoch))
+        history.add_best(metrics, model, lambda: task.evaluate(predict_dataset(backbone, head, task, test, **kw), test))
         return EvalOutput(metrics, preds, history.rows)

@@ -51,7 +51,8 @@ def _markdown(title: str, records: list[dict[str, Any]], plots: list[str]) -> st
     for r in records:
         shown = {k: v for k, v in r["metrics"].items() if not k.startswith(("acc_", "f1_", "nme_per", "icc_"))}
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:8])
-        lines.append(f"| {r['name']} | {r['weights']} | {r['protocol']} | {r['fraction']:g} | {r['seed']} | {metrics} | {r.get('subset', '')} |")
+        cells = (r["name"], r["weights"], r["protocol"], f"{r['fraction']:g}", r["seed"], metrics, r.get("subset", ""))
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 

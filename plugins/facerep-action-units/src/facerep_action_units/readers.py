@@ -62,12 +62,31 @@ class DISFAParams:
     split: str = "train"
 
 
-class DISFA:
+class _AUFrames:
+    """Frames on disk with one AU vector each (shared by the readers)."""
+
+    files: list[Path]
+    aus: np.ndarray
+    info: DatasetInfo
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def label_array(self, field: str) -> np.ndarray | None:
+        return self.aus if field == "aus" else None
+
+    def __getitem__(self, index: int) -> Sample:
+        return Sample(image=decode_image(self.files[index]), aus=self.aus[index].copy(), meta={"path": str(self.files[index])})
+
+
+class DISFA(_AUFrames):
     def __init__(self, params: DISFAParams | None = None) -> None:
         self.params = p = params or DISFAParams()
         root = expand_path(p.root)
         label_root = root / p.labels
-        subjects = list(p.subjects) or sorted(d.name for d in label_root.iterdir() if d.is_dir()) if label_root.is_dir() else list(p.subjects)
+        subjects = list(p.subjects)
+        if not subjects and label_root.is_dir():
+            subjects = sorted(d.name for d in label_root.iterdir() if d.is_dir())
         if not subjects:
             raise DataError(f"DISFA: no subject folders under {label_root}")
         self.files: list[Path] = []
@@ -86,14 +105,6 @@ class DISFA:
         names = tuple(f"AU{k}" for k in DISFA_AUS)
         self.info = DatasetInfo(name="disfa", split=p.split, labels=("aus",), class_names={"aus": names})
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def label_array(self, field: str) -> np.ndarray | None:
-        return self.aus if field == "aus" else None
-
-    def __getitem__(self, index: int) -> Sample:
-        return Sample(image=decode_image(self.files[index]), aus=self.aus[index].copy(), meta={"path": str(self.files[index])})
 
 
 def read_bp4d_csv(path: Path, aus: tuple[int, ...] = BP4D_AUS) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +148,7 @@ class BP4DParams:
     split: str = "train"
 
 
-class BP4D:
+class BP4D(_AUFrames):
     def __init__(self, params: BP4DParams | None = None) -> None:
         self.params = p = params or BP4DParams()
         root = expand_path(p.root)
@@ -156,11 +167,3 @@ class BP4D:
         self.aus = np.concatenate(blocks)
         self.info = DatasetInfo(name="bp4d", split=p.split, labels=("aus",), class_names={"aus": tuple(f"AU{k}" for k in BP4D_AUS)})
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def label_array(self, field: str) -> np.ndarray | None:
-        return self.aus if field == "aus" else None
-
-    def __getitem__(self, index: int) -> Sample:
-        return Sample(image=decode_image(self.files[index]), aus=self.aus[index].copy(), meta={"path": str(self.files[index])})

@@ -42,7 +42,8 @@ class _AUHead(HeadBase):
             loss = F.mse_loss(output.float(), y)
         else:
             known = (y >= 0).float()  # BP4D's "not coded" entries do not count
-            loss = (F.binary_cross_entropy_with_logits(output.float(), y.clamp_min(0), reduction="none") * known).sum() / known.sum().clamp_min(1)
+            bce = F.binary_cross_entropy_with_logits(output.float(), y.clamp_min(0), reduction="none")
+            loss = (bce * known).sum() / known.sum().clamp_min(1)
         return LossOutput(loss, {"loss": float(loss.detach())})
 
 
