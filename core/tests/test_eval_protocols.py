@@ -194,3 +194,19 @@ def test_feature_cache_runs_each_image_through_the_backbone_once_per_input_kind(
         del backbone.forward
     assert cached_calls == 2 * (30 + 12)  # pooled once and selected once per image, not once per run
     assert sum(calls) == 30 + 12 and uncached == scores[2]  # same numbers with and without the cache
+
+
+def test_backbone_layers_apply_per_entry_and_fall_back_to_the_backbones_own(monkeypatch, tmp_path):
+    from facerep.config import RunConfig, structure
+    from facerep.eval import runner
+    from facerep.plugins import get_plugins
+
+    seen = []
+    monkeypatch.setattr(runner, "_run_entry", lambda ev, name, task, train, test, val, protocols, names, backbone, out, w: seen.append(
+        backbone.params.layers) or [])
+    entry = {"protocol": "core.knn", "train": {"name": "core.synthetic", "params": {"n": 8}},
+             "test": {"name": "core.synthetic", "params": {"n": 8, "split": "test"}}, "label": "expression"}
+    cfg = structure({"evaluate": [dict(entry, backbone_layers=[1, 3]), entry]}, RunConfig)
+    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, layers=(2,), model_kwargs={"depth": 4}))
+    runner.evaluate_entries(cfg, vit, get_plugins(), tmp_path, "random init")
+    assert seen == [(1, 3), (2,)]

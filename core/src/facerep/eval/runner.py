@@ -100,6 +100,7 @@ def _slug(text: str) -> str:
 def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, weights: str) -> list[dict[str, Any]]:
     """Run the whole grid for one backbone; returns one record per (entry, protocol, fraction, seed)."""
     records: list[dict[str, Any]] = []
+    own_layers = tuple(getattr(getattr(backbone, "params", None), "layers", ()) or ())
     for i, ev in enumerate(cfg.evaluate):
         where = f"evaluate.{i}"
         comps = resolve_eval(ev, where, plugins)
@@ -109,7 +110,7 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
         protocols = [build(comps[k]) for k in proto_keys]
         proto_names = [comps[k].spec.name for k in proto_keys]
         task = _build_task(ev, comps, train, protocols)
-        set_backbone_layers(backbone, ev.backbone_layers)
+        set_backbone_layers(backbone, ev.backbone_layers if ev.backbone_layers is not None else own_layers)  # per entry
         _check_input_size(backbone, task, where)
         name = ev.name or f"{train.info.name}/{task.name}"
         with feature_cache():  # the backbone sees each image once per entry, whatever the grid
