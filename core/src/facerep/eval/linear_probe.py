@@ -41,10 +41,14 @@ class LinearProbeParams:
     head_lr: float = 1e-2
 
 
-def standardize(train: np.ndarray, *others: np.ndarray, std_floor: float = 0.01) -> list[np.ndarray]:
-    mean = train.mean(0)
+def feature_stats(train: np.ndarray, std_floor: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the training features, the std clamped from below (see ``std_floor``)."""
     std = train.std(0)
-    std = np.maximum(std, std_floor * float(std.mean()) + 1e-12)
+    return train.mean(0), np.maximum(std, std_floor * float(std.mean()) + 1e-12)
+
+
+def standardize(train: np.ndarray, *others: np.ndarray, std_floor: float = 0.01) -> list[np.ndarray]:
+    mean, std = feature_stats(train, std_floor)
     return [((x - mean) / std).astype(np.float32) for x in (train, *others)]
 
 
@@ -120,9 +124,8 @@ def fit_probe(xtr: np.ndarray, ytr: np.ndarray, p: LinearProbeParams, n_out: int
         acc = next(iter(_scores(_predict(xv, wb, multilabel), ytr[val], multilabel).values()))
         if acc > best_acc:
             best, best_acc = l2, acc
-    mean = xtr.mean(0)
-    std = np.maximum(xtr.std(0), p.std_floor * float(xtr.std(0).mean()) + 1e-12)
-    (xa,) = standardize(xtr, std_floor=p.std_floor)
+    mean, std = feature_stats(xtr, p.std_floor)
+    xa = ((xtr - mean) / std).astype(np.float32)
     w, b = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter)
     info = {"l2": best, "val_score": best_acc, "n_train": float(len(xtr)), "dim": float(xtr.shape[1])}
     return FittedProbe(mean, std, w, b, multilabel, info)
