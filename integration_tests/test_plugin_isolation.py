@@ -8,8 +8,11 @@ other installed) are discovered beside them exactly as in a user's environment.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
+
+from facerep.hookspecs import API_VERSION
 
 HAS_EXAMPLE = bool(__import__("importlib.util").util.find_spec("facerep_example_objective"))
 needs_example = pytest.mark.skipif(not HAS_EXAMPLE, reason="facerep-example-objective is not installed")
@@ -128,7 +131,7 @@ def test_a_component_with_a_missing_dependency_fails_the_run_naming_it_not_disco
         "fake_needs_dep/plugin.py": helpers.plugin_source(
             register="registrar.dataset('faces', 'fake_needs_dep.comp:Faces', params='fake_needs_dep.comp:FacesParams')"),
     })
-    res = helpers.run("list", "--kind", "dataset", cwd=tmp_path, pythonpath=[make_dist.site])
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
     assert res.returncode == 0 and "was skipped" not in res.stderr
     components, plugins = helpers.parse_list(res.stdout)
     assert plugins["needsdep"]["status"] == "loaded" and components["dataset"]["needsdep.faces"] == "fake-needs-dep 0.4"
@@ -142,47 +145,171 @@ def test_a_component_with_a_missing_dependency_fails_the_run_naming_it_not_disco
 
 
 # ---------------------------------------------------------------------------------------------
-# (2) name collisions fail, naming both distributions
+# (2) name collisions are reported and skipped, naming both distributions; the rest keeps working
 # ---------------------------------------------------------------------------------------------
 
+HAS_FRL = bool(__import__("importlib.util").util.find_spec("facerep_frl"))
+DUP_ERROR = "plugin name 'dup' is provided by both fake-dup-a 1.0 and fake-dup-b 2.0; none of them is loaded; uninstall all but one"
 
-def test_two_distributions_with_the_same_entry_point_name_fail_naming_both(tmp_path, make_dist, helpers):
+
+def _plugin_rows(stdout: str, name: str) -> list[list[str]]:
+    """Every row of ``facerep list``'s plugin table for ``name`` (parse_list keeps only the last)."""
+    table = stdout.split("\nplugins\n", 1)[1]
+    return [cells for cells in (re.split(r"\s{2,}", line.strip()) for line in table.splitlines()) if cells[0] == name]
+
+
+def _dry_run(helpers, tmp_path, make_dist, **blocks):
+    cfg = helpers.vicreg_run_config()
+    cfg.update(blocks)
+    cfg["required_plugins"] = []
+    path = helpers.write_yaml(tmp_path / "cfg.yaml", cfg)
+    return helpers.run("run", path, "--dry-run", cwd=tmp_path, pythonpath=[make_dist.site])
+
+
+def test_two_distributions_with_the_same_entry_point_name_are_skipped_naming_both(tmp_path, make_dist, helpers):
     _good(make_dist, helpers, ep="dup", dist="fake-dup-a", version="1.0")
     _good(make_dist, helpers, ep="dup", dist="fake-dup-b", version="2.0")
-    for args in (["list"], ["plugins", "check"]):
-        res = helpers.run(*args, cwd=tmp_path, pythonpath=[make_dist.site])
-        assert res.returncode == 4, args
-        assert "facerep: error: plugin name 'dup' is provided by both" in res.stderr
-        assert "fake-dup-a 1.0" in res.stderr and "fake-dup-b 2.0" in res.stderr
-        assert "Traceback" not in res.stderr
+    _good(make_dist, helpers)
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 0, res.stderr
+    assert f"facerep plugin 'dup' from fake-dup-a 1.0 was skipped (collision): {DUP_ERROR}" in res.stderr
+    assert f"facerep plugin 'dup' from fake-dup-b 2.0 was skipped (collision): {DUP_ERROR}" in res.stderr
+    assert "Traceback" not in res.stderr
+    components, plugins = helpers.parse_list(res.stdout)
+    assert _plugin_rows(res.stdout, "dup") == [["dup", "fake-dup-a 1.0", "collision", DUP_ERROR],
+                                               ["dup", "fake-dup-b 2.0", "collision", DUP_ERROR]]
+    assert "dup.noise" not in components["dataset"]  # neither claimant is trusted
+    assert components["dataset"]["goodplug.noise"] == "fake-good 1.2.3" and plugins["goodplug"]["status"] == "loaded"
+    assert components["backbone"]["core.timm"] == "facerep-core 0.1.0"
+
+    res = helpers.run("plugins", "check", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 1
+    assert f"plugin dup (fake-dup-a 1.0): collision: {DUP_ERROR}" in res.stderr.splitlines()
+    assert f"plugin dup (fake-dup-b 2.0): collision: {DUP_ERROR}" in res.stderr.splitlines()
+
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site], env={"FACEREP_STRICT_PLUGINS": "1"})
+    assert res.returncode == 4 and res.stdout == ""
+    strict_error = f"facerep plugin 'dup' from fake-dup-a 1.0 (collision): {DUP_ERROR} [FACEREP_STRICT_PLUGINS is set]"
+    assert f"facerep: error: {strict_error}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+    if HAS_EXAMPLE:  # a run needing the skipped name says why; an unrelated run works
+        res = _dry_run(helpers, tmp_path, make_dist, data={"name": "dup.noise"})
+        assert res.returncode == 5
+        assert (f"facerep: error: data.name: unknown dataset 'dup.noise': plugin 'dup' (fake-dup-a 1.0, fake-dup-b 2.0) "
+                f"was skipped: collision: {DUP_ERROR}") in res.stderr
+        res = _dry_run(helpers, tmp_path, make_dist, data={"name": "goodplug.noise"})
+        assert res.returncode == 0, res.stderr
+        assert "goodplug.noise" in res.stdout
 
 
-def test_a_distribution_registering_core_names_fails_naming_both(tmp_path, make_dist, helpers):
+@pytest.mark.skipif(not (HAS_FRL and HAS_EXAMPLE), reason="needs facerep-frl and facerep-example-objective installed")
+def test_a_second_distribution_named_frl_does_not_block_list_or_unrelated_runs(tmp_path, make_dist, helpers):
+    """The bug report: a fork installed beside facerep-frl under the same entry-point name."""
+    _good(make_dist, helpers, ep="frl", dist="fake-frl-fork", version="0.9", short="swav")
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 0, res.stderr
+    rows = _plugin_rows(res.stdout, "frl")
+    assert sorted((r[1], r[2]) for r in rows) == [("facerep-frl 0.1.0", "collision"), ("fake-frl-fork 0.9", "collision")]
+    assert all("facerep-frl 0.1.0" in r[3] and "fake-frl-fork 0.9" in r[3] for r in rows)
+    components, plugins = helpers.parse_list(res.stdout)
+    assert not any(name.startswith("frl.") for name in components["objective"])
+    assert plugins["example"]["status"] == "loaded" and "example.vicreg" in components["objective"]
+
+    res = _dry_run(helpers, tmp_path, make_dist, objective={"name": "frl.swav"})
+    assert res.returncode == 5
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("facerep: error:")]
+    assert line.startswith("facerep: error: objective.name: unknown objective 'frl.swav': plugin 'frl' (")
+    assert "was skipped: collision: plugin name 'frl' is provided by both" in line
+    assert "facerep-frl 0.1.0" in line and "fake-frl-fork 0.9" in line
+    res = _dry_run(helpers, tmp_path, make_dist)  # example.vicreg on core's data: unrelated, works
+    assert res.returncode == 0, res.stderr
+
+
+def test_a_distribution_claiming_the_core_name_is_skipped_and_core_stays(tmp_path, make_dist, helpers):
     """Another distribution using the ``core`` namespace would register ``core.<name>``."""
     _good(make_dist, helpers, ep="core", dist="fake-core-squatter", version="0.1", short="timm")
     res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 0, res.stderr
+    error = ("plugin name 'core' is provided by both facerep-core 0.1.0 and fake-core-squatter 0.1; "
+             "'core' is reserved for facerep-core; uninstall the other distribution")
+    assert f"facerep plugin 'core' from fake-core-squatter 0.1 was skipped (collision): {error}" in res.stderr
+    assert _plugin_rows(res.stdout, "core") == [["core", "facerep-core 0.1.0", "loaded", "core built-ins"],
+                                                ["core", "fake-core-squatter 0.1", "collision", error]]
+    components, _ = helpers.parse_list(res.stdout)
+    assert components["backbone"]["core.timm"] == "facerep-core 0.1.0"
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site], env={"FACEREP_STRICT_PLUGINS": "1"})
     assert res.returncode == 4
-    assert "facerep: error: plugin name 'core' is provided by both facerep-core 0.1.0 and fake-core-squatter 0.1" in res.stderr
+    assert f"facerep: error: facerep plugin 'core' from fake-core-squatter 0.1 (collision): {error}" in res.stderr
 
 
-def test_a_plugin_registering_one_name_twice_fails_naming_its_distribution(tmp_path, make_dist, helpers):
+def test_a_plugin_registering_one_name_twice_keeps_the_first_and_reports_it(tmp_path, make_dist, helpers):
     make_dist("fake-twice", "0.3", {"twice": "fake_twice.plugin"}, {
         "fake_twice/__init__.py": "",
+        "fake_twice/params.py": helpers.noise_params_source,
         "fake_twice/plugin.py": helpers.plugin_source(register=(
-            "registrar.dataset('noise', 'facerep.testing.toy:NoiseFaces')\n"
-            "registrar.dataset('noise', 'facerep.testing.toy:OtherFaces')"
+            "registrar.dataset('noise', 'facerep.testing.toy:NoiseFaces', params='fake_twice.params:NoiseParams')\n"
+            "registrar.dataset('noise', 'facerep.testing.toy:OtherFaces')\n"
+            "registrar.dataset('more', 'facerep.testing.toy:NoiseFaces', params='fake_twice.params:NoiseParams')"
         )),
     })
+    _good(make_dist, helpers)
+    duplicate = ("dataset 'twice.noise' is registered twice: by fake-twice 0.3 (plugin 'twice', facerep.testing.toy:NoiseFaces) "
+                 "and by fake-twice 0.3 (plugin 'twice', facerep.testing.toy:OtherFaces); a bug in fake-twice: report it to its authors")
+    note = f"duplicate registration skipped, the first is kept: {duplicate}"
     res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
-    assert res.returncode == 4
-    assert ("facerep: error: dataset 'twice.noise' is registered twice: by fake-twice 0.3 (plugin 'twice', "
-            "facerep.testing.toy:NoiseFaces) and by fake-twice 0.3 (plugin 'twice', facerep.testing.toy:OtherFaces)") in res.stderr
+    assert res.returncode == 0, res.stderr
+    assert f"facerep plugin 'twice' from fake-twice 0.3 is loaded, but a registration was skipped (" in res.stderr
+    assert duplicate in res.stderr
+    components, plugins = helpers.parse_list(res.stdout)
+    assert plugins["twice"] == {"dist": "fake-twice 0.3", "status": "loaded", "note": note}
+    # the first registration and the plugin's other component are there, and so are the other plugins'
+    assert components["dataset"]["twice.noise"] == "fake-twice 0.3" and components["dataset"]["twice.more"] == "fake-twice 0.3"
+    assert components["dataset"]["goodplug.noise"] == "fake-good 1.2.3"
+
+    res = helpers.run("plugins", "check", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 1
+    assert f"plugin twice (fake-twice 0.3): loaded: {note}" in res.stderr.splitlines()
+
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site], env={"FACEREP_STRICT_PLUGINS": "1"})
+    assert res.returncode == 4 and res.stdout == ""
+    assert f"facerep: error: {duplicate} [FACEREP_STRICT_PLUGINS is set]" in res.stderr
+
+    if HAS_EXAMPLE:  # a run gets the kept (first) registration: the one with a params class
+        res = _dry_run(helpers, tmp_path, make_dist, data={"name": "twice.noise", "params": {"n": 8, "size": 36}})
+        assert res.returncode == 0, res.stderr
+        assert re.search(r"^data\s+dataset\s+twice\.noise\s+fake-twice 0\.3$", res.stdout, re.M)
+        assert "data (twice.noise):" in res.stdout and "  size = 36" in res.stdout
+
+
+def test_a_component_of_an_incompatible_plugin_fails_the_run_saying_it_was_skipped(tmp_path, make_dist, helpers):
+    make_dist("fake-old", "0.9", {"old": "fake_old.plugin"}, {
+        "fake_old/__init__.py": "",
+        "fake_old/plugin.py": helpers.plugin_source(
+            api_version="2.0", register="registrar.dataset('noise', 'facerep.testing.toy:NoiseFaces')"),
+    })
+    _good(make_dist, helpers)
+    reason = f"incompatible: written for facerep API 2.0, this core provides {API_VERSION}"
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
+    assert res.returncode == 0, res.stderr
+    assert "facerep plugin 'old' from fake-old 0.9 was skipped (incompatible): written for facerep API 2.0" in res.stderr
+    _, plugins = helpers.parse_list(res.stdout)
+    assert plugins["old"]["status"] == "incompatible"
+    if not HAS_EXAMPLE:
+        pytest.skip("facerep-example-objective is not installed")
+    res = _dry_run(helpers, tmp_path, make_dist, data={"name": "old.noise"})
+    assert res.returncode == 5
+    assert f"facerep: error: data.name: unknown dataset 'old.noise': plugin 'old' (fake-old 0.9) was skipped: {reason}" in res.stderr
+    # a short name no loaded plugin has lists the skipped plugins and why
+    res = _dry_run(helpers, tmp_path, make_dist, data={"name": "nothing_like_it"})
+    assert res.returncode == 5
+    assert f"Skipped plugins: plugin 'old' (fake-old 0.9) was skipped: {reason}." in res.stderr
 
 
 def test_the_same_short_name_in_two_distributions_is_ambiguous_naming_both(tmp_path, make_dist, helpers):
     _good(make_dist, helpers)  # goodplug.noise from fake-good
     _good(make_dist, helpers, ep="other", dist="fake-other", version="0.3")  # other.noise from fake-other
-    res = helpers.run("list", "--kind", "dataset", cwd=tmp_path, pythonpath=[make_dist.site])
+    res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
     assert res.returncode == 0, res.stderr
     components, _ = helpers.parse_list(res.stdout)
     assert components["dataset"]["goodplug.noise"] == "fake-good 1.2.3"

@@ -109,6 +109,7 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
     assert "protocols (4)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
+    assert "\nplugins\n" not in only.stdout, "--kind lists that kind only"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +172,8 @@ def test_dry_run_prints_the_component_table_and_writes_nothing(tmp_path):
     before = sorted(p.name for p in tmp_path.iterdir())
     res = facerep("run", cfg, "--dry-run", "--work-dir", tmp_path / "wd", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    rows = [re.split(r"\s{2,}", line.strip()) for line in res.stdout.strip().splitlines()]
+    table, params = res.stdout.strip().split("\n\n", 1)
+    rows = [re.split(r"\s{2,}", line.strip()) for line in table.splitlines()]
     assert rows[0] == ["config path", "kind", "component", "provided by"]
     assert set(rows[1][0]) <= {"-", " "}
     assert rows[2:] == [
@@ -180,6 +182,9 @@ def test_dry_run_prints_the_component_table_and_writes_nothing(tmp_path):
         ["evaluate.0.train", "dataset", "core.image_folder", "facerep-core 0.1.0"],
         ["evaluate.0.test", "dataset", "core.image_folder", "facerep-core 0.1.0"],
     ]
+    # then every resolved parameter, defaults filled in
+    assert "backbone (core.timm):\n  model = 'resnet10t'\n" in params and "  layers = []" in params
+    assert "evaluate.0.protocol (core.knn):\n  k = 3\n" in params
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no work dir, no work_dirs/
 
 

@@ -72,3 +72,53 @@ def test_gradient_clipping_bounds_the_update_norm():
     (1000.0 * model(torch.ones(1, 4))).sum().backward()  # gradient norm 2000
     wrapper.step()
     torch.testing.assert_close((model.weight - before).norm(), torch.tensor(0.5))
+
+
+class _Declaring(torch.nn.Module):
+    """An objective-like module declaring its own groups: biases and the norm exempt from weight
+    decay and LARS adaptation, the head at half the lr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(4, 4)
+        self.norm = torch.nn.LayerNorm(4)
+        self.head = torch.nn.Linear(4, 2)
+
+    def param_groups(self):
+        from facerep.types import ParamGroup
+
+        exempt = [self.body.bias, self.norm.weight, self.norm.bias, self.head.bias]
+        return [ParamGroup(exempt, weight_decay=0.0, adapt=False, name="biases+norms"), ParamGroup([self.head.weight], lr_scale=0.5)]
+
+
+def test_objective_declared_groups_exempt_from_lars_and_decay():
+    torch.manual_seed(0)
+    model = _Declaring()
+    cfg = TrainConfig(optimizer=OptimizerConfig(type="lars", lr=0.5, weight_decay=0.1, momentum=0.0, no_decay=()))
+    wrapper, _ = build_optim_wrapper(model, cfg, global_batch=8, device_type="cpu")
+    groups = wrapper.optimizer.param_groups
+    assert [len(g["params"]) for g in groups] == [4, 1, 1], "declared groups first, then the rest (body.weight)"
+    assert groups[0]["weight_decay"] == 0.0 and groups[0]["always_adapt"] is False
+    assert groups[1]["lr"] == pytest.approx(0.25) and groups[1]["weight_decay"] == 0.1
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.head(model.norm(model.body(torch.randn(5, 4)))).square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    wrapper.step()
+    for n in ("body.bias", "norm.weight", "head.bias"):  # exempt: a plain SGD step, lr 0.5
+        torch.testing.assert_close(model.get_parameter(n), before[n] - 0.5 * grads[n], rtol=0, atol=1e-6)
+    w, g = before["body.weight"], grads["body.weight"]  # adapted: LARS trust ratio with weight decay
+    ratio = 0.001 * w.norm() / (g.norm() + 0.1 * w.norm())
+    torch.testing.assert_close(model.body.weight, w - 0.5 * ratio * (g + 0.1 * w), rtol=1e-5, atol=1e-7)
+
+
+def test_declared_groups_are_checked():
+    from facerep.types import ParamGroup
+
+    model = _Declaring()
+    model.param_groups = lambda: [ParamGroup([model.head.bias], weight_decay=0.1, adapt=False, name="bad")]
+    with pytest.raises(ConfigError, match=r"group 0 \(bad\) asks for no LARS adaptation but has weight decay 0.1"):
+        build_optim_wrapper(model, TrainConfig(optimizer=OptimizerConfig(type="lars")), 8, "cpu")
+    model.param_groups = lambda: [ParamGroup([model.head.bias]), ParamGroup([model.head.bias], name="again")]
+    with pytest.raises(ConfigError, match="repeats a parameter"):
+        build_optim_wrapper(model, TrainConfig(), 8, "cpu")

@@ -169,22 +169,110 @@ def test_same_qualified_name_from_two_distributions_names_both():
     assert [s.dist for s in registry.specs()] == ["fake-dup-b", "fake-dup-a"]
 
 
-def test_two_distributions_with_one_entry_point_name_fail_naming_both(entry_point):
+DUP_ERROR = "plugin name 'dup' is provided by both fake-dup-a 1.0 and fake-dup-b 2.0; none of them is loaded; uninstall all but one"
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_skipped_naming_both(entry_point):
     a = entry_point("fake-dup-a", "1.0", "dup", plugin_module("fake_dup_a_plugin", _objective("x")))
     b = entry_point("fake-dup-b", "2.0", "dup", plugin_module("fake_dup_b_plugin", _objective("y")))
-    with pytest.raises(RegistrationCollisionError, match=r"plugin name 'dup' is provided by both fake-dup-a 1.0 and fake-dup-b 2.0"):
-        load_plugins(entry_points=[a, b])
-    # also a third party claiming core's namespace
+    good = entry_point("fake-good", "1.0", "good", plugin_module("fake_good_plugin", _objective("z")))
+    with pytest.warns(RuntimeWarning) as record:
+        plugins = load_plugins(entry_points=[a, b, good])
+    messages = [str(w.message) for w in record]
+    assert f"facerep plugin 'dup' from fake-dup-a 1.0 was skipped (collision): {DUP_ERROR}" in messages
+    assert f"facerep plugin 'dup' from fake-dup-b 2.0 was skipped (collision): {DUP_ERROR}" in messages
+    # neither claimant is trusted: both are recorded (with their own distribution) and skipped
+    dups = [r for r in plugins.records if r.name == "dup"]
+    assert [(r.dist, r.version, r.status, r.error) for r in dups] == [("fake-dup-a", "1.0", "collision", DUP_ERROR),
+                                                                     ("fake-dup-b", "2.0", "collision", DUP_ERROR)]
+    assert plugins.problems == dups
+    assert [r.name for r in plugins.loaded] == ["core", "good"]
+    # the unrelated plugin works; nothing of either claimant is registered (neither module was even imported)
+    assert [s.name for s in plugins.registry.specs("objective")] == ["good.z"]
+    assert plugins.get("objective", "z").name == "good.z"
+    # asking for a component of the skipped name says why it is not there
+    with pytest.raises(ComponentNotFoundError) as err:
+        plugins.get("objective", "dup.x")
+    assert str(err.value) == f"unknown objective 'dup.x': plugin 'dup' (fake-dup-a 1.0, fake-dup-b 2.0) was skipped: collision: {DUP_ERROR}"
+    # an unknown short name lists the skipped plugins
+    listed = "Skipped plugins: plugin 'dup' (fake-dup-a 1.0, fake-dup-b 2.0) was skipped: collision"
+    with pytest.raises(ComponentNotFoundError, match=re.escape(listed)):
+        plugins.get("objective", "x")
+    # strict mode raises, naming both distributions
+    with pytest.raises(RegistrationCollisionError) as err:
+        load_plugins(entry_points=[a, b, good], strict=True)
+    assert str(err.value) == f"facerep plugin 'dup' from fake-dup-a 1.0 (collision): {DUP_ERROR} [FACEREP_STRICT_PLUGINS is set]"
+    assert isinstance(err.value, PluginError) and err.value.exit_code == 4
+    # disabling the name is how a user silences it (in strict mode too): nothing is imported, nothing collides
+    plugins = load_plugins(entry_points=[a, b, good], disable=["dup"], strict=True)
+    assert [(r.name, r.status) for r in plugins.records] == [("core", "loaded"), ("dup", "disabled"), ("dup", "disabled"),
+                                                             ("good", "loaded")]
+    assert plugins.problems == []
+
+
+def test_three_claimants_and_the_same_entry_point_listed_twice(entry_point):
+    mods = [plugin_module(f"fake_tri_{i}_plugin", _objective("x")) for i in range(3)]
+    eps = [entry_point(f"fake-tri-{i}", f"{i}.0", "tri", mods[i]) for i in range(3)]
+    with pytest.warns(RuntimeWarning, match=r"provided by fake-tri-0 0.0, fake-tri-1 1.0 and fake-tri-2 2.0; none of them is loaded"):
+        plugins = load_plugins(entry_points=eps)
+    assert [r.status for r in plugins.records if r.name == "tri"] == ["collision"] * 3
+    # one distribution seen twice on the path is one claimant, not a collision
+    plugins = load_plugins(entry_points=[eps[0], eps[0]], strict=True)
+    assert [(r.name, r.status) for r in plugins.records] == [("core", "loaded"), ("tri", "loaded")]
+
+
+def test_a_distribution_claiming_core_is_skipped_and_core_stays(entry_point):
     c = entry_point("fake-core", "9.9", "core", plugin_module("fake_core_plugin", _objective("z")))
+    with pytest.warns(RuntimeWarning, match=re.escape(
+            "facerep plugin 'core' from fake-core 9.9 was skipped (collision): plugin name 'core' is provided by both "
+            "facerep-core 0.1.0 and fake-core 9.9; 'core' is reserved for facerep-core; uninstall the other distribution")):
+        plugins = load_plugins(entry_points=[c])
+    assert [(r.name, r.dist, r.status) for r in plugins.records] == [("core", "facerep-core", "loaded"), ("core", "fake-core", "collision")]
+    assert {s.name for s in plugins.registry.specs("backbone")} == {"core.timm"}
+    assert plugins.registry.specs("objective") == []  # no "core.z"
+    # core is loaded, so an unknown core.* name is an ordinary unknown name
+    with pytest.raises(ComponentNotFoundError, match=r"^unknown objective 'core.z'\. Registered objectives: none"):
+        plugins.get("objective", "core.z")
     with pytest.raises(RegistrationCollisionError, match=r"plugin name 'core' is provided by both facerep-core 0.1.0 and fake-core 9.9"):
-        load_plugins(entry_points=[c])
+        load_plugins(entry_points=[c], strict=True)
 
 
-def test_a_plugin_registering_a_name_twice_is_a_collision_not_a_skipped_plugin(entry_point):
-    reg = lambda r: (_objective("x")(r), _objective("x", "other.mod:X")(r))
+def test_a_plugin_registering_a_name_twice_keeps_the_first_and_reports_the_duplicate(entry_point, capsys):
+    from facerep.cli import main
+
+    reg = lambda r: (_objective("x")(r), _objective("x", "other.mod:X")(r), _objective("y")(r))
     ep = entry_point("fake-twice", "0.3", "twice", plugin_module("fake_twice_plugin", reg))
-    with pytest.raises(RegistrationCollisionError, match=r"'twice.x' is registered twice: by fake-twice 0.3 .* and by fake-twice 0.3"):
-        load_plugins(entry_points=[ep])
+    good = entry_point("fake-good", "1.0", "good", plugin_module("fake_good_plugin", _objective("z")))
+    duplicate = ("objective 'twice.x' is registered twice: by fake-twice 0.3 (plugin 'twice', facerep.testing.toy:ToyContrastive) "
+                 "and by fake-twice 0.3 (plugin 'twice', other.mod:X); a bug in fake-twice: report it to its authors")
+    with pytest.warns(RuntimeWarning) as record:
+        plugins = load_plugins(entry_points=[ep, good])
+    assert [str(w.message) for w in record] == [
+        "facerep plugin 'twice' from fake-twice 0.3 is loaded, but a registration was skipped "
+        f"(duplicate registration skipped, the first is kept): {duplicate}"]
+    twice = {r.name: r for r in plugins.records}["twice"]
+    assert twice.status == "loaded"
+    assert twice.error == f"duplicate registration skipped, the first is kept: {duplicate}"
+    assert plugins.problems == [twice]
+    # the first registration is kept, the plugin's other components and the other plugins work
+    assert plugins.get("objective", "twice.x").target == "facerep.testing.toy:ToyContrastive"
+    assert plugins.get("objective", "y").name == "twice.y"
+    assert plugins.get("objective", "good.z").dist == "fake-good"
+    # `facerep plugins check` fails on it, `facerep list` shows it and succeeds
+    try:
+        reset_plugins(plugins)
+        assert main(["plugins", "check"]) == 1
+        err = capsys.readouterr().err
+        assert f"plugin twice (fake-twice 0.3): loaded: duplicate registration skipped, the first is kept: {duplicate}" in err
+        assert main(["list"]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"^twice\s+fake-twice 0.3\s+loaded\s+duplicate registration skipped", out, re.M)
+    finally:
+        reset_plugins(None)
+    # strict mode raises, naming the distribution
+    with pytest.raises(RegistrationCollisionError) as err:
+        load_plugins(entry_points=[ep, good], strict=True)
+    assert str(err.value) == f"{duplicate} [FACEREP_STRICT_PLUGINS is set]"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,19 +282,21 @@ def test_a_plugin_registering_a_name_twice_is_a_collision_not_a_skipped_plugin(e
 
 def test_incompatible_api_version_is_reported_and_skipped(entry_point):
     old = entry_point("fake-old", "0.9", "old", plugin_module("fake_old_plugin", _objective("x"), api_version="2.3"))
-    minor = entry_point("fake-minor", "0.1", "minor", plugin_module("fake_minor_plugin", _objective("y"), api_version="1.9"))
+    minor = entry_point("fake-minor", "0.1", "minor", plugin_module("fake_minor_plugin", _objective("y"), api_version="1.0"))
+    newer = entry_point("fake-newer", "0.1", "newer", plugin_module("fake_newer_plugin", _objective("w"), api_version="1.99"))
     none = entry_point("fake-noinfo", "0.1", "noinfo", plugin_module("fake_noinfo_plugin", _objective("z"), api_version=None))
     with pytest.warns(RuntimeWarning) as record:
-        plugins = load_plugins(entry_points=[old, minor, none])
-    assert _statuses(plugins) == {"core": "loaded", "minor": "loaded", "noinfo": "incompatible", "old": "incompatible"}
+        plugins = load_plugins(entry_points=[old, minor, none, newer])
+    assert _statuses(plugins) == {"core": "loaded", "minor": "loaded", "newer": "incompatible", "noinfo": "incompatible", "old": "incompatible"}
     by_name = {r.name: r for r in plugins.records}
-    assert by_name["old"].error == "written for facerep API 2.3, this core provides 1.0"
+    assert by_name["newer"].error == f"written for facerep API 1.99, newer than this core's {API_VERSION}; upgrade facerep-core"
+    assert by_name["old"].error == f"written for facerep API 2.3, this core provides {API_VERSION}"
     assert by_name["noinfo"].error == "facerep_plugin_info() must return a dict with 'api_version'"
     messages = [str(w.message) for w in record]
-    expected = "facerep plugin 'old' from fake-old 0.9 was skipped (incompatible): written for facerep API 2.3, this core provides 1.0"
+    expected = f"facerep plugin 'old' from fake-old 0.9 was skipped (incompatible): written for facerep API 2.3, this core provides {API_VERSION}"
     assert expected in messages
     assert {s.name for s in plugins.registry.specs("objective")} == {"minor.y"}  # nothing from the skipped ones
-    assert plugins.problems == [by_name["noinfo"], by_name["old"]]
+    assert plugins.problems == [by_name["newer"], by_name["noinfo"], by_name["old"]]
 
 
 def test_import_failure_is_isolated(entry_point):
@@ -328,10 +418,63 @@ def test_extra_plugins_and_the_process_wide_set(entry_point):
 def test_an_extra_plugin_never_replaces_an_installed_one(entry_point):
     installed = entry_point("fake-alpha", "1.0", "alpha", plugin_module("fake_alpha_plugin", _objective("x")))
     local = plugin_module("fake_local_alpha", _objective("y"))
+    error = "plugin name 'alpha' is provided by both fake-alpha 1.0 and <local> 0; none of them is loaded; uninstall all but one"
+    with pytest.warns(RuntimeWarning, match=re.escape(error)):
+        plugins = load_plugins(entry_points=[installed], extra=[("alpha", local)])
+    assert [(r.name, r.dist, r.status) for r in plugins.records] == [("core", "facerep-core", "loaded"),
+                                                                    ("alpha", "fake-alpha", "collision"),
+                                                                    ("alpha", "<local>", "collision")]
+    assert plugins.registry.specs("objective") == []  # neither the installed nor the local one
+    with pytest.raises(ComponentNotFoundError, match=re.escape(
+            "unknown objective 'alpha.y': plugin 'alpha' (fake-alpha 1.0, <local> 0) was skipped")):
+        plugins.get("objective", "alpha.y")
     with pytest.raises(RegistrationCollisionError, match=r"plugin name 'alpha' is provided by both fake-alpha 1.0 and <local> 0"):
-        load_plugins(entry_points=[installed], extra=[("alpha", local)])
+        load_plugins(entry_points=[installed], extra=[("alpha", local)], strict=True)
     with pytest.raises(RegistrationCollisionError, match=r"plugin name 'core' is provided by both facerep-core 0.1.0 and <local>"):
-        load_plugins(entry_points=[], extra=[("core", local)])
+        load_plugins(entry_points=[], extra=[("core", local)], strict=True)
+    with pytest.warns(RuntimeWarning, match=r"'core' is reserved for facerep-core"):
+        assert [r.status for r in load_plugins(entry_points=[], extra=[("core", local)]).records] == ["loaded", "collision"]
+
+
+def test_a_component_of_a_skipped_plugin_says_the_plugin_was_skipped_and_why(entry_point):
+    from facerep.build import resolve
+    from facerep.config import ComponentConfig
+
+    old = entry_point("fake-frl", "0.1.0", "frl", plugin_module("fake_frl_plugin", _objective("swav"), api_version="2.0"))
+    bad = entry_point("fake-bad", "0.1", "bad", "facerep_no_such_module_anywhere")
+    off = entry_point("fake-off", "0.2", "off", plugin_module("fake_off_plugin", _objective("thing")))
+    good = entry_point("fake-good", "1.0", "good", plugin_module("fake_good_plugin", _objective("z")))
+    with pytest.warns(RuntimeWarning):
+        plugins = load_plugins(entry_points=[old, bad, off, good], disable=["off"])
+    incompatible = f"plugin 'frl' (fake-frl 0.1.0) was skipped: incompatible: written for facerep API 2.0, this core provides {API_VERSION}"
+    with pytest.raises(ComponentNotFoundError) as err:
+        plugins.get("objective", "frl.swav")
+    assert str(err.value) == f"unknown objective 'frl.swav': {incompatible}"
+    # through a config, with the config path in front
+    with pytest.raises(ComponentNotFoundError) as err:
+        resolve("objective", ComponentConfig("frl.swav"), "objective", plugins)
+    assert str(err.value) == f"objective.name: unknown objective 'frl.swav': {incompatible}"
+    with pytest.raises(ComponentNotFoundError, match=re.escape(
+            "unknown dataset 'bad.d': plugin 'bad' (fake-bad 0.1) was skipped: failed: import failed: ModuleNotFoundError")):
+        plugins.get("dataset", "bad.d")
+    with pytest.raises(ComponentNotFoundError, match=re.escape(
+            "unknown objective 'off.thing': plugin 'off' (fake-off 0.2) was skipped: "
+            "disabled (FACEREP_DISABLE_PLUGINS / FACEREP_PLUGINS)")):
+        plugins.get("objective", "off.thing")
+    # a short name no loaded plugin has: the usual message, plus every skipped plugin and why
+    with pytest.raises(ComponentNotFoundError) as err:
+        plugins.get("objective", "swav")
+    msg = str(err.value)
+    assert msg.startswith("unknown objective 'swav'. Registered objectives: good.z. Installed plugins: core (facerep-core 0.1.0), "
+                          "good (fake-good 1.0). Skipped plugins: ")
+    assert incompatible in msg and "plugin 'bad' (fake-bad 0.1) was skipped: failed" in msg and "plugin 'off' (fake-off 0.2)" in msg
+    # a plugin that failed while registering counts as skipped too
+    broken = entry_point("fake-broken", "0.2", "broken", plugin_module("fake_broken_plugin", lambda r: 1 / 0))
+    with pytest.warns(RuntimeWarning):
+        plugins = load_plugins(entry_points=[broken])
+    with pytest.raises(ComponentNotFoundError, match=re.escape(
+            "plugin 'broken' (fake-broken 0.2) was skipped: failed: facerep_register failed: ZeroDivisionError")):
+        plugins.get("objective", "broken.x")
 
 
 def test_a_component_that_cannot_be_imported_is_reported_naming_it_and_its_distribution(entry_point, capsys):

@@ -17,6 +17,7 @@ _LAZY = {
     "DatasetInfo": "facerep.types",
     "Features": "facerep.types",
     "LossOutput": "facerep.types",
+    "ParamGroup": "facerep.types",
     "FaceDataset": "facerep.protocols",
     "Backbone": "facerep.protocols",
     "Objective": "facerep.protocols",

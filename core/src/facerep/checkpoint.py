@@ -22,7 +22,7 @@ from torch import nn
 from facerep.config import ComponentConfig, unstructure
 from facerep.errors import DataError
 
-__all__ = ["export_backbone", "load_backbone", "read_sidecar", "safe_checkpoint_loading"]
+__all__ = ["check_fits", "export_backbone", "load_backbone", "read_checkpoint", "read_sidecar", "safe_checkpoint_loading"]
 
 FORMAT = "facerep.backbone/1"
 
@@ -79,16 +79,61 @@ def safe_checkpoint_loading() -> Iterator[None]:
         torch.load = original
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a training checkpoint safely (tensors and plain data only), or raise a DataError that
+    says what is wrong with the file: missing, truncated, pickled code, not a facerep checkpoint."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0] if reason else "")
+        raise DataError(f"{path}: not a facerep checkpoint: contains pickled code, refused without running it ({detail})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataError(f"{path}: truncated or not a torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                        f"resume from an earlier checkpoint with --resume PATH") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or not isinstance(ckpt.get("meta"), dict):
+        raise DataError(f"{path}: not a facerep training checkpoint (expected 'meta' and 'state_dict' entries)")
+    if not isinstance(ckpt["meta"].get("iter"), int):
+        raise DataError(f"{path}: checkpoint meta has no step ('iter')")
+    return ckpt
+
+
+def _mismatches(have: dict[str, Any], want: dict[str, torch.Tensor]) -> list[str]:
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    shapes = [f"{k}: {tuple(have[k].shape)} in the file, {tuple(want[k].shape)} in the model"
+              for k in sorted(set(want) & set(have)) if not isinstance(have[k], torch.Tensor) or have[k].shape != want[k].shape]
+    short = lambda keys: ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+    return ([f"missing {short(missing)}"] if missing else []) + ([f"unexpected {short(extra)}"] if extra else []) + shapes[:4]
+
+
+def check_fits(ckpt: dict[str, Any], model: nn.Module, path: str | Path) -> None:
+    """Refuse a checkpoint whose tensors do not match ``model`` key for key and shape for shape
+    (mmengine's resume would load it non-strictly and train a half-initialised model)."""
+    problems = _mismatches(ckpt["state_dict"], model.state_dict())
+    if problems:
+        raise DataError(f"{path}: does not fit this run's model (was the backbone or objective changed?): " + "; ".join(problems))
+
+
 def export_backbone(module: nn.Module, path: str | Path, *, backbone: ComponentConfig, method: str, extra: dict[str, Any] | None = None) -> Path:
     """Write ``module``'s state dict to ``path`` (safetensors) and ``path.json`` beside it."""
     from safetensors.torch import save_file
 
+    from facerep.workdir import atomic_write, atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT})
     sidecar = {"format": FORMAT, "backbone": unstructure(backbone), "method": method, **(extra or {})}
-    path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2, default=str))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(sidecar, indent=2, default=str))
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": FORMAT})
     return path
 
 
@@ -103,8 +148,9 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         meta = json.loads(side.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"{side}: not valid JSON: {exc}") from None
-    if meta.get("format") != FORMAT:
-        raise DataError(f"{side}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{side}: unknown format {got!r}, expected {FORMAT!r}")
     return meta
 
 
@@ -116,7 +162,17 @@ def load_backbone(path: str | Path, plugins: Any = None) -> nn.Module:
     from facerep.config import structure
 
     meta = read_sidecar(path)
-    comp = structure(meta["backbone"], ComponentConfig, path="backbone", source=Path(path).with_suffix(".json"))
-    module = build(resolve("backbone", comp, "backbone", plugins))
-    module.load_state_dict(load_file(str(path)), strict=True)
+    side = Path(path).with_suffix(".json")
+    if not isinstance(meta.get("backbone"), dict):
+        raise DataError(f"{side}: no 'backbone' block naming the component to build")
+    comp = structure(meta["backbone"], ComponentConfig, path="backbone", source=side)
+    module = build(resolve("backbone", comp, f"{side}: backbone", plugins))
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError) on bad files
+        raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc}); was it truncated?") from None
+    problems = _mismatches(state, module.state_dict())
+    if problems:
+        raise DataError(f"{path}: weights do not fit the backbone its sidecar names ({comp.name} {comp.params}): " + "; ".join(problems))
+    module.load_state_dict(state, strict=True)
     return module

@@ -34,6 +34,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"\n{kind}s ({len(specs)})")
         if specs:
             print(_table([(s.name, f"{s.dist} {s.version}", s.summary) for s in specs], ("name", "provided by", "summary")))
+    if args.kind:  # just the one kind (scripts read this); the plugin table is in plain `facerep list`
+        return 0
     print("\nplugins")
     print(_table([(r.name, f"{r.dist} {r.version}", r.status, r.error or r.summary) for r in plugins.records], ("plugin", "distribution", "status", "note")))
     return 0
@@ -65,12 +67,47 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugins_new(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from facerep.scaffold import new_plugin
+
+    dest = Path(args.dest or f"facerep-{args.name}")
+    root = new_plugin(args.kind, args.name, dest, package=args.package)
+    print(f"wrote {root}\nnext:\n  pip install -e {dest}\n  pytest {dest / 'tests'}\n  facerep run {args.name}/{args.name}_synthetic")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from facerep.describe import format_params
+    from facerep.plugins import get_plugins
+    from facerep.registry import KINDS
+
+    plugins = get_plugins()
+    found = []
+    for kind in [args.kind] if args.kind else KINDS:
+        try:
+            found.append(plugins.get(kind, args.component))
+        except KeyError as exc:
+            last = exc
+    if not found:
+        raise last  # the component-not-found message: close matches, installed plugins
+    for spec in found:
+        print(f"{spec.kind} {spec.name} ({spec.dist} {spec.version}): {spec.summary}")
+        print(f"  target: {spec.target}")
+        params = spec.load_params()
+        print("\n" + (format_params(params) if params is not None else "no parameters"))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from facerep.config import find_config
     from facerep.run import run
 
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after: must be a step >= 1, got {args.stop_after}")
     run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
-        resume=args.resume, stop_after=args.stop_after)
+        resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite, verbose=args.verbose)
     return 0
 
 
@@ -79,7 +116,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facerep.run import run
 
     run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
-        evaluate_only=True, weights=args.weights)
+        evaluate_only=True, weights=args.weights, overwrite=args.overwrite)
     return 0
 
 
@@ -165,13 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--expect", action="append", metavar="PLUGIN", help="fail unless this plugin is loaded (repeatable)")
     c.set_defaults(func=cmd_plugins_check)
 
+    c = psub.add_parser("new", help="write a new plugin package from a template (installs, passes the contract suite, runs a preset)")
+    c.add_argument("kind", choices=("objective",), help="what the plugin provides")
+    c.add_argument("name", help="the plugin's name (entry point and namespace), e.g. barlow")
+    c.add_argument("--dest", help="folder to create (default: ./facerep-NAME); must not exist or be empty")
+    c.add_argument("--package", help="import package name (default: facerep_NAME)")
+    c.set_defaults(func=cmd_plugins_new)
+
+    p = sub.add_parser("show", help="a component's parameters: types, defaults and docs")
+    p.add_argument("component", help="a component name, e.g. frl.swav or swav")
+    p.add_argument("--kind", choices=("dataset", "backbone", "objective", "head", "task", "protocol"))
+    p.set_defaults(func=cmd_show)
+
     p = sub.add_parser("run", help="run a config: pretraining and/or evaluation")
     p.add_argument("config", help="YAML file, or a preset '<plugin>/<name>' (see `facerep list`)")
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field, e.g. -o train.max_steps=10")
     p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
     p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help="resume from the latest (or the given) checkpoint")
-    p.add_argument("--stop-after", type=int, metavar="STEPS", help="end this session after STEPS steps (checkpointed); continue later with --resume")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
+                   help="continue the work dir's run from its latest (or the given) checkpoint; the config must be the run's own")
+    p.add_argument("--stop-after", type=int, metavar="STEP", help="end this session after training step STEP (checkpointed); continue with --resume")
+    p.add_argument("--overwrite", action="store_true", help="replace the run the work dir already holds (otherwise refused)")
+    p.add_argument("--verbose", action="store_true", help="show mmengine's full log on the terminal (it is always in the work dir)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("eval", help="evaluate exported weights (or random/pretrained per the config) on its evaluate grid")
@@ -180,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field")
     p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
     p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results the work dir already holds (otherwise refused)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("report", help="render results.md and the plots of an evaluation work dir again")
@@ -203,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "run", "eval", "report", "data"):
+    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "show", "run", "eval", "report", "data"):
         # only then are plugin commands needed (they would otherwise cost discovery on --help)
         from facerep.plugins import get_plugins
 

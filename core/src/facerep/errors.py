@@ -10,6 +10,7 @@ __all__ = [
     "FacerepError",
     "PluginError",
     "RegistrationCollisionError",
+    "TrainingError",
 ]
 
 
@@ -48,3 +49,9 @@ class ComponentNotFoundError(FacerepError, KeyError):
 
 class RegistrationCollisionError(PluginError):
     """Two plugins registered the same qualified name; the message names both distributions."""
+
+
+class TrainingError(FacerepError):
+    """Training cannot go on (a non-finite loss); the last checkpoint before it is kept."""
+
+    exit_code = 7

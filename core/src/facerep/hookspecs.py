@@ -34,9 +34,13 @@ PROJECT = "facerep"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-#: Version of the hook and component API. A plugin declares the version it was written for in
-#: :func:`facerep_plugin_info`; core refuses a plugin whose major version differs.
-API_VERSION = "1.0"
+#: Version of the hook and component API (``MAJOR.MINOR``). A plugin declares the version it was
+#: written for in :func:`facerep_plugin_info`. A minor release only adds (optional hooks, optional
+#: component methods, new fields with defaults); a major one may change or remove. Core loads a
+#: plugin written for its major version and the same or an older minor, and refuses the others.
+#: History: 1.0 first release; 1.1 ``Objective.param_groups()`` and ``ParamGroup``, validators for
+#: params classes (``facerep.config.positive`` ...), ``facerep.data.io``. See CHANGELOG.md.
+API_VERSION = "1.1"
 
 
 @hookspec

@@ -77,6 +77,10 @@ class Objective(typing.Protocol):
 
     ``exported_backbone()`` names the weights that are "the pretrained backbone" (the student,
     or a teacher for self-distillation methods).
+
+    Optional: ``param_groups() -> list[ParamGroup]`` declares optimizer settings for some
+    parameters (no weight decay, no LARS adaptation, an lr scale); the rest follow the ``train``
+    block. Parameters that do not require gradients (momentum encoders) are never optimised.
     """
 
     backbone: nn.Module

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -80,11 +80,13 @@ class Registry:
             raise PluginError(f"plugin {spec.plugin!r} ({spec.dist}) registered unknown kind {spec.kind!r}; kinds: {', '.join(KINDS)}")
         existing = self._specs[spec.kind].get(spec.name)
         if existing is not None:
+            same = (existing.dist, existing.version) == (spec.dist, spec.version)
+            fix = (f"a bug in {spec.dist}: report it to its authors" if same
+                   else "uninstall one of them or disable it with FACEREP_DISABLE_PLUGINS")
             raise RegistrationCollisionError(
                 f"{spec.kind} {spec.name!r} is registered twice: by {existing.dist} {existing.version} "
                 f"(plugin {existing.plugin!r}, {existing.target}) and by {spec.dist} {spec.version} "
-                f"(plugin {spec.plugin!r}, {spec.target}); uninstall one of them or disable it with "
-                f"FACEREP_DISABLE_PLUGINS"
+                f"(plugin {spec.plugin!r}, {spec.target}); {fix}"
             )
         self._specs[spec.kind][spec.name] = spec
 
@@ -98,8 +100,16 @@ class Registry:
         kinds = KINDS if kind is None else (kind,)
         return [spec for k in kinds for _, spec in sorted(self._specs[k].items())]
 
-    def get(self, kind: str, name: str, *, installed_plugins: Iterable[str] = ()) -> ComponentSpec:
-        """Find a component by qualified name, or by short name when that is unique."""
+    def get(
+        self, kind: str, name: str, *, installed_plugins: Iterable[str] = (), skipped_plugins: Mapping[str, str] | None = None
+    ) -> ComponentSpec:
+        """Find a component by qualified name, or by short name when that is unique.
+
+        ``skipped_plugins`` maps the name of each plugin that is not loaded to why (``"plugin 'frl'
+        (facerep-frl 0.1.0) was skipped: ..."``): asking for ``frl.x`` then says that instead of
+        only "unknown", and an unknown short name lists them.
+        """
+        skipped = dict(skipped_plugins or {})
         if kind not in self._specs:
             raise ComponentNotFoundError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
         table = self._specs[kind]
@@ -111,13 +121,17 @@ class Registry:
         if len(matches) > 1:
             names = ", ".join(f"{s.name} ({s.dist})" for s in matches)
             raise ComponentNotFoundError(f"{kind} name {name!r} is ambiguous: {names}; use the qualified name")
+        plugin, dot, _ = name.partition(".")
+        if dot and plugin in skipped:
+            raise ComponentNotFoundError(f"unknown {kind} {name!r}: {skipped[plugin]}")
         candidates = list(table) + [s.short_name for s in table.values()]
         close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.5)
         hint = f"did you mean: {', '.join(dict.fromkeys(close))}? " if close else ""
         available = ", ".join(table) or "none"
         plugins = ", ".join(installed_plugins) or "none"
+        skipped_note = f"Skipped plugins: {'; '.join(skipped.values())}. " if skipped else ""
         raise ComponentNotFoundError(
-            f"unknown {kind} {name!r}. {hint}Registered {kind}s: {available}. Installed plugins: {plugins}. "
+            f"unknown {kind} {name!r}. {hint}Registered {kind}s: {available}. Installed plugins: {plugins}. {skipped_note}"
             f"A plugin providing it may be missing (pip install it) or disabled; see `facerep list`."
         )
 
@@ -128,13 +142,17 @@ class Registrar:
     Each method takes the short name (namespaced with the plugin's name by core), the import
     string of the target (a class or factory) and optionally the import string of the frozen attrs
     params class the target takes as its first argument.
+
+    With a ``duplicates`` list, a name registered a second time is recorded there (the first
+    registration is kept) instead of raising :class:`RegistrationCollisionError`.
     """
 
-    def __init__(self, registry: Registry, plugin: str, dist: str, version: str) -> None:
+    def __init__(self, registry: Registry, plugin: str, dist: str, version: str, *, duplicates: list[str] | None = None) -> None:
         self._registry = registry
         self._plugin = plugin
         self._dist = dist
         self._version = version
+        self._duplicates = duplicates
 
     def add(self, kind: str, name: str, target: str, *, params: str | None = None, summary: str = "") -> None:
         if not name or "." in name or not name.replace("_", "").replace("-", "").isalnum():
@@ -142,7 +160,12 @@ class Registrar:
         if ":" not in target and "." not in target:
             raise PluginError(f"plugin {self._plugin!r} ({self._dist}): {kind} {name!r} target {target!r} is not an import string")
         spec = ComponentSpec(kind, f"{self._plugin}.{name}", target, params, self._plugin, self._dist, self._version, summary)
-        self._registry.add(spec)
+        try:
+            self._registry.add(spec)
+        except RegistrationCollisionError as exc:
+            if self._duplicates is None:
+                raise
+            self._duplicates.append(str(exc))  # the first registration stays; this one is skipped
 
     def dataset(self, name: str, target: str, *, params: str | None = None, summary: str = "") -> None:
         self.add("dataset", name, target, params=params, summary=summary)

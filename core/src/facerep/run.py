@@ -16,10 +16,10 @@ import yaml
 
 from facerep.build import Resolved, build, resolve, resolve_run
 from facerep.config import RunConfig, load_config, unstructure
-from facerep.errors import ConfigError, PluginError
+from facerep.errors import ConfigError, DataError, PluginError
 from facerep.plugins import PluginSet, get_plugins
 
-__all__ = ["evaluate", "run", "write_run_record"]
+__all__ = ["evaluate", "resolved_params_table", "run", "write_run_record"]
 
 
 def _git_revision() -> str:
@@ -46,6 +46,26 @@ def component_table(items: list[Resolved]) -> str:
     return _table([(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items], ("config path", "kind", "component", "provided by"))
 
 
+def resolved_params_table(items: list[Resolved]) -> str:
+    """Every resolved component's parameters, defaults filled in (``--dry-run``)."""
+    lines = []
+    for r in items:
+        params = unstructure(r.params) if r.params is not None else {}
+        flat = _flat(params)
+        lines.append(f"{r.path} ({r.spec.name}):" + ("" if flat else " no parameters"))
+        lines += [f"  {k} = {v!r}" for k, v in flat.items()]
+    return "\n".join(lines)
+
+
+def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data} if prefix else {}
+
+
 def _backbone_config(cfg: RunConfig) -> Any:
     if cfg.backbone_weights is not None:
         from facerep.checkpoint import read_sidecar
@@ -58,9 +78,10 @@ def _backbone_config(cfg: RunConfig) -> Any:
 
 def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None:
     """The resolved config, the plugin manifest and the git revision, beside the results."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    (work_dir / "config.yaml").write_text(yaml.safe_dump(unstructure(cfg), sort_keys=False))
-    (work_dir / "plugins.json").write_text(json.dumps(plugins.manifest(), indent=2))
+    from facerep.workdir import atomic_write_text
+
+    atomic_write_text(work_dir / "config.yaml", yaml.safe_dump(unstructure(cfg), sort_keys=False))
+    atomic_write_text(work_dir / "plugins.json", json.dumps(plugins.manifest(), indent=2))
     env = {"git": _git_revision(), "python": sys.version.split()[0], "platform": platform.platform(), "argv": sys.argv}
     try:
         import torch
@@ -68,7 +89,54 @@ def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None
         env["torch"] = torch.__version__
     except ImportError:  # pragma: no cover
         pass
-    (work_dir / "environment.json").write_text(json.dumps(env, indent=2))
+    atomic_write_text(work_dir / "environment.json", json.dumps(env, indent=2))
+
+
+def _resume_checkpoint(out: Path, cfg: RunConfig, resume: bool | str) -> Path:
+    """The checkpoint to continue from: this work dir's latest (or the one named), after checking
+    that the config is the one the run was started with."""
+    from facerep.config import structure
+    from facerep.workdir import config_differences, latest_checkpoint
+
+    saved_file = out / "config.yaml"
+    if not saved_file.is_file():
+        raise ConfigError(f"--resume: {out} holds no run to resume ({saved_file.name} not found); run without --resume to start one")
+    try:
+        saved = structure(yaml.safe_load(saved_file.read_text()), RunConfig, source=saved_file)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{saved_file}: not valid YAML: {exc}") from None
+    diff = config_differences(unstructure(saved), unstructure(cfg))
+    if diff:
+        raise ConfigError(
+            f"--resume: the config differs from the one {out} was started with ({saved_file}):\n  " + "\n  ".join(diff)
+            + f"\nresume with the run's own config: facerep run {saved_file} --resume --work-dir {out}"
+            + "\n(or start a new run in another --work-dir)"
+        )
+    if isinstance(resume, str):
+        path = Path(resume)
+        if not path.is_file():
+            raise DataError(f"--resume {resume}: checkpoint not found")
+        return path
+    return latest_checkpoint(out)
+
+
+def _claim_work_dir(out: Path, *, resume: bool | str, overwrite: bool, rank: int) -> bool:
+    """Create and lock the work dir; refuse one holding another run unless resuming/overwriting.
+    Returns whether an earlier run's files are to be replaced (once the new run starts)."""
+    from facerep.workdir import holds_run, lock_work_dir, make_work_dir, remove_temporary
+
+    if rank != 0:  # rank 0 owns the work dir under torchrun
+        return False
+    make_work_dir(out)
+    lock_work_dir(out)
+    remove_temporary(out)
+    found = holds_run(out)
+    if found and not resume and not overwrite:
+        raise ConfigError(
+            f"work dir {out} already holds a run ({', '.join(found[:4])}); continue it with --resume, "
+            f"write to another --work-dir, or replace it on purpose with --overwrite"
+        )
+    return bool(found) and not resume
 
 
 def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, weights: str) -> list[dict[str, Any]]:
@@ -79,38 +147,70 @@ def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, w
 
 def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, work_dir: str | Path | None = None,
         resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None,
-        evaluate_only: bool = False, weights: str | None = None) -> dict[str, Any]:
+        evaluate_only: bool = False, weights: str | None = None, overwrite: bool = False, verbose: bool = False) -> dict[str, Any]:
     """``facerep run`` (pretrain and/or evaluate) and ``facerep eval`` (``evaluate_only``: skip the
-    objective; ``weights``: an exported backbone to evaluate)."""
+    objective; ``weights``: an exported backbone to evaluate).
+
+    ``resume``: continue this work dir's run from its latest checkpoint (or the checkpoint path
+    given); the config must equal the run's saved ``config.yaml``. ``overwrite``: replace a run the
+    work dir already holds (otherwise refused)."""
     plugins = plugins or get_plugins()
     cfg, _ = load_config(config, overrides)
     if evaluate_only:
         if not cfg.evaluate:
             raise ConfigError(f"{config}: no 'evaluate' entries")
         cfg = attrs.evolve(cfg, objective=None, backbone_weights=weights or cfg.backbone_weights)
+    if resume and cfg.objective is None:
+        raise ConfigError(f"--resume: {config} has no 'objective': only pretraining resumes (evaluation reruns)")
     _check_required(cfg, plugins)
     resolved = resolve_run(cfg, plugins)
     if not resolved:
         raise ConfigError(f"{config}: nothing to do (no 'objective' to pretrain and no 'evaluate' entries)")
     print(component_table(resolved))
     if dry_run:
+        print("\n" + resolved_params_table(resolved))
         return {"resolved": resolved}
     out = Path(work_dir or cfg.work_dir or Path("work_dirs") / cfg.name)
-    write_run_record(out, cfg, plugins)
-    summary: dict[str, Any] = {"work_dir": str(out)}
-    import torch
-
     from facerep import dist
 
-    start = time.perf_counter()
     # evaluation runs on rank 0 only; under torchrun the group starts (and ends) inside pretraining
     rank = dist.rank() if dist.is_distributed() else int(os.environ.get("RANK", "0"))
+    try:
+        replace = _claim_work_dir(out, resume=resume, overwrite=overwrite, rank=rank)
+        return _run_in(out, cfg, plugins, rank=rank, resume=resume, stop_after=stop_after, replace=replace, verbose=verbose)
+    finally:
+        from facerep.workdir import release_work_dir
+
+        release_work_dir(out)
+
+
+def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume: bool | str, stop_after: int | None,
+            replace: bool, verbose: bool) -> dict[str, Any]:
+    import torch
+
+    from facerep.workdir import remove_run
+
+    resume_from = _resume_checkpoint(out, cfg, resume) if resume and rank == 0 else None
+    if resume and rank != 0:  # every rank loads the checkpoint rank 0 chose (same file system)
+        from facerep.workdir import latest_checkpoint
+
+        resume_from = Path(resume) if isinstance(resume, str) else latest_checkpoint(out)
+
+    def record() -> None:  # once the run really starts: a run that fails to start changes nothing
+        if replace:
+            remove_run(out)
+        write_run_record(out, cfg, plugins)
+
+    summary: dict[str, Any] = {"work_dir": str(out)}
+    start = time.perf_counter()
     if cfg.objective is not None:
         from facerep.engine.runner import pretrain
 
-        path = pretrain(cfg, out, plugins, resume=resume, stop_after=stop_after)
+        path = pretrain(cfg, out, plugins, resume_from=resume_from, stop_after=stop_after, on_start=None if resume else record,
+                        verbose=verbose)
         if path is None:
-            print(f"stopped after {stop_after} steps; continue with: facerep run {config} --resume --work-dir {out}")
+            if rank == 0:
+                print(f"stopped after step {stop_after}; continue with: facerep run {out / 'config.yaml'} --resume --work-dir {out}")
             return summary
         summary["backbone"] = str(path)
         summary["pretrain_seconds"] = round(time.perf_counter() - start, 1)
@@ -122,9 +222,11 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
         from facerep.data.folder import expand_path
 
         backbone = load_backbone(expand_path(cfg.backbone_weights), plugins)
+        record()
     elif cfg.backbone is not None:
         torch.manual_seed(cfg.seed)  # "random weights" baselines are seeded too
         backbone = build(resolve("backbone", cfg.backbone, "backbone", plugins))
+        record()
     else:
         raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
     if cfg.evaluate and rank == 0:

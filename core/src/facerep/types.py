@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["DatasetInfo", "Features", "LossOutput", "Prepared", "Sample"]
+__all__ = ["DatasetInfo", "Features", "LossOutput", "ParamGroup", "Prepared", "Sample"]
 
 
 def _check_image(instance: Sample, attribute: attrs.Attribute, value: np.ndarray) -> None:
@@ -103,6 +103,28 @@ class Features:
     tokens: torch.Tensor | None = None
     layers: list[torch.Tensor] = attrs.field(factory=list)
     layer_cls: list[torch.Tensor] = attrs.field(factory=list)
+
+
+@attrs.define(eq=False)
+class ParamGroup:
+    """Optimizer settings an objective declares for some of its parameters
+    (``Objective.param_groups()``, optional); parameters it does not list follow the ``train``
+    block (``optimizer.no_decay`` decides their weight decay).
+
+    Attributes:
+        params: the parameters of this group (each in at most one group).
+        weight_decay: None: the configured ``optimizer.weight_decay``; 0 exempts the group.
+        adapt: False exempts the group from LARS's trust-ratio scaling (with LARS that requires
+            ``weight_decay=0``: SwAV, BYOL and Barlow Twins exempt biases and norms from both).
+        lr_scale: the group's lr is this times the scheduled lr (e.g. a slower predictor).
+        name: shown in error messages.
+    """
+
+    params: list[torch.nn.Parameter]
+    weight_decay: float | None = None
+    adapt: bool = True
+    lr_scale: float = 1.0
+    name: str = ""
 
 
 @attrs.define(eq=False)

@@ -158,5 +158,5 @@ def test_structure_and_defaults():
     v2 = MoCoV2Objective(MoCoV2Params(queue_size=8, out_dim=4), backbone=StubBackbone())  # hidden = backbone width
     assert [(m.in_features, m.out_features) for m in v2.projector if isinstance(m, torch.nn.Linear)] == [(8, 8), (8, 4)]
     assert structure(unstructure(MoCoV2Params.tiny()), MoCoV2Params) == MoCoV2Params.tiny()
-    with pytest.raises(ConfigError, match="momentum must be in"):
+    with pytest.raises(ConfigError, match=r"objective\.params\.momentum: must be in"):
         structure({"momentum": 1.0}, MoCoV2Params, path="objective.params")

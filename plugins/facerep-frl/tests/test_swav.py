@@ -174,7 +174,7 @@ def test_params_round_trip_and_validation_errors_name_the_field():
     assert got.n_prototypes == 300 and got.color.brightness == 0.4 and got.color.hue == 0.2 and got.assignment_crops == (0,)
     with pytest.raises(ConfigError, match=r"objective\.params\.n_protoypes: unknown key"):
         structure({"n_protoypes": 3}, SwAVParams, path="objective.params")
-    with pytest.raises(ConfigError, match="eps must be positive"):
+    with pytest.raises(ConfigError, match=r"objective\.params\.eps: must be positive"):
         structure({"eps": 0}, SwAVParams, path="objective.params")
     with pytest.raises(ConfigError, match="assignment_crops"):
         structure({"assignment_crops": [0, 8]}, SwAVParams, path="objective.params")

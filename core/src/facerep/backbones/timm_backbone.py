@@ -10,6 +10,7 @@ maps, the input of multi-layer feature pyramids (FaRL uses ViT blocks 4/6/8/12, 
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 import attrs
@@ -17,6 +18,8 @@ import timm
 import torch
 from torch import nn
 
+from facerep.config import FieldError, each, non_negative, positive
+from facerep.errors import ConfigError
 from facerep.types import Features
 
 __all__ = ["TimmBackbone", "TimmBackboneParams"]
@@ -33,15 +36,33 @@ class TimmBackboneParams:
     model_kwargs: anything else ``timm.create_model`` accepts.
     """
 
-    model: str = "resnet18"
-    img_size: int | None = None
-    patch_size: int | None = None
+    model: str = attrs.field(default="resnet18")
+    img_size: int | None = attrs.field(default=None, validator=positive)
+    patch_size: int | None = attrs.field(default=None, validator=positive)
     layers: tuple[int, ...] = ()
-    drop_path_rate: float = 0.0
+    drop_path_rate: float = attrs.field(default=0.0, validator=non_negative)
     model_kwargs: dict[str, Any] = attrs.field(factory=dict)
     #: Input normalisation after scaling to [0, 1] (ImageNet statistics by default; FaRL uses CLIP's).
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    std: tuple[float, float, float] = attrs.field(default=(0.229, 0.224, 0.225), validator=each(positive))
+
+    @model.validator
+    def _known_model(self, attribute: attrs.Attribute, value: str) -> None:
+        problem = _unknown_model(value)
+        if problem:
+            raise FieldError(problem, field=attribute.name)
+
+
+_HUB_PREFIXES = ("hf-hub:", "hf_hub:", "local-dir:")
+
+
+def _unknown_model(name: str) -> str | None:
+    """None when timm knows ``name`` (``arch`` or ``arch.tag``), else a message with close matches."""
+    if name.startswith(_HUB_PREFIXES) or timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5, cutoff=0.6)
+    hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
+    return f"unknown timm model {name!r}; {hint}"
 
 
 class TimmBackbone(nn.Module):
@@ -58,7 +79,12 @@ class TimmBackbone(nn.Module):
         if params.patch_size is not None:
             kwargs["patch_size"] = params.patch_size
         # pretrained=False always: weights come from facerep checkpoints on disk, never a hub.
-        self.model = timm.create_model(params.model, pretrained=False, num_classes=0, **kwargs)
+        try:
+            self.model = timm.create_model(params.model, pretrained=False, num_classes=0, **kwargs)
+        except RuntimeError as exc:  # e.g. params built with validators off
+            if "nknown model" not in str(exc):
+                raise
+            raise ConfigError(f"backbone.params.model: {_unknown_model(params.model) or exc}") from None
         self.embed_dim: int = int(self.model.num_features)
         self.num_prefix_tokens: int = int(getattr(self.model, "num_prefix_tokens", 0))
         self.is_vit = hasattr(self.model, "patch_embed")  # token models: ViT, DeiT, EVA, ...

@@ -6,7 +6,7 @@ MoCo-v2 "aug-plus", SwAV multi-crop) were specified with torchvision. Every rand
 from an explicit ``rng: np.random.Generator``, never from global state, so a view pipeline seeded
 per sample is reproducible whatever the worker count.
 
-Also here: :func:`decode_image`, the one place image files are read.
+Also here: :func:`decode_image` (a front for :func:`facerep.data.io.decode_image`, where image files are read).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import attrs
 import cv2
 import numpy as np
 
-from facerep.errors import DataError
+from facerep.data import io as _io
 
 __all__ = [
     "ColorAugment",
@@ -278,76 +278,20 @@ class ColorAugment:
 # --- decoding ------------------------------------------------------------------------------------
 
 
-def _jpeg_complete(data: bytes | memoryview) -> bool:
-    """Whether a JPEG stream reaches its end-of-image marker.
-
-    OpenCV < 5 decodes a truncated JPEG into a grey-padded image with only a warning on stderr,
-    so completeness is checked here: walk the marker segments, skip each scan's entropy-coded data
-    (where ``FF`` is followed by ``00`` stuffing or a restart marker) and look for EOI (``FFD9``).
-    Bytes after EOI (e.g. appended metadata) are ignored.
-    """
-    data = bytes(data)
-    n, pos = len(data), 2
-    while pos + 1 < n:
-        if data[pos] != 0xFF:
-            return True  # not a marker: malformed in a way the decoder will judge
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker == 0xD9:
-            return True
-        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # standalone markers
-            pos += 2
-            continue
-        if pos + 4 > n:
-            return False
-        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
-            while True:
-                pos = data.find(b"\xff", pos)
-                if pos < 0 or pos + 1 >= n:
-                    return False
-                nxt = data[pos + 1]
-                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
-                    pos += 2
-                elif nxt == 0xFF:
-                    pos += 1
-                else:
-                    break
-    return False
-
-
 def decode_image(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *, name: str | None = None) -> np.ndarray:
     """Read an image file (or its encoded bytes) into an ``(H, W, 3)`` uint8 RGB array.
 
     Grey images are repeated on 3 channels, an alpha channel is dropped (like PIL's
     ``convert("RGB")``), 16-bit images are scaled to 8 bits and JPEG EXIF orientation is applied
-    (all by ``cv2.IMREAD_COLOR``), then BGR is turned into RGB.
+    (all by ``cv2.IMREAD_COLOR``), then BGR is turned into RGB. The work is done by
+    :func:`facerep.data.io.decode_image`.
 
     Args:
         source: a path, or the encoded bytes.
         name: what to call ``source`` in error messages when it is bytes.
 
     Raises:
-        DataError: naming the file, when it is missing, unreadable, empty, truncated or corrupt.
+        DataError: naming the file, when it is missing, unreadable, empty, truncated, corrupt or
+            its header claims an absurd size (:data:`facerep.data.io.MAX_IMAGE_PIXELS`).
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        label = name or "<image bytes>"
-        buf = np.frombuffer(source, np.uint8)
-    else:
-        label = os.fspath(source)
-        try:
-            # np.fromfile + imdecode instead of cv2.imread: works with non-ASCII paths on every
-            # platform and tells a missing file (OSError) from a corrupt one (None).
-            buf = np.fromfile(label, np.uint8)
-        except OSError as e:
-            raise DataError(f"cannot read image {label}: {e.strerror or e}") from e
-    if buf.size == 0:
-        raise DataError(f"cannot decode image {label}: the file is empty")
-    if buf.size >= 2 and buf[0] == 0xFF and buf[1] == 0xD8 and not _jpeg_complete(buf.data):
-        raise DataError(f"cannot decode image {label}: truncated JPEG (no end-of-image marker)")
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataError(f"cannot decode image {label}: corrupt or unsupported format")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return _io.decode_image(source, path=name)

@@ -7,6 +7,10 @@ statistic (mean absolute difference of horizontally adjacent grey pixels at a 48
 present with their ranges, and pixel-identical duplicates inside the split. Across splits:
 pixel-identical images shared by two splits (FER2013 has train/test duplicates).
 
+A file that cannot be read (missing, undecodable, not UTF-8, an image header claiming an absurd
+size) never stops the check: it is counted as unreadable with its reason, the first few are named
+in the split's problems and all of the first 20 in ``errors``.
+
 Problems (unreadable files, labels out of range, images shared across splits) fail the check;
 warnings (low sharpness, duplicates inside a split) are reported and fail it only with ``--strict``.
 """
@@ -28,6 +32,10 @@ __all__ = ["BLUR_THRESHOLD", "check_dataset", "check_splits", "cross_split_dupli
 
 #: Mean absolute horizontal difference below which a face set looks blurred (FER2013: 14 vs 3.7).
 BLUR_THRESHOLD = 6.0
+
+
+#: How many unreadable files (path and reason) the problem line of a split names.
+FIRST_ERRORS = 3
 
 
 #: Images are compared at this short side (FER2013's 48 px): adjacent-pixel differences shrink as
@@ -85,8 +93,11 @@ def check_dataset(dataset: FaceDataset, *, limit: int | None = None) -> dict[str
     for i in range(n):
         try:
             s: Sample = dataset[i]
-        except (DataError, OSError, ValueError) as exc:
+        except DataError as exc:  # its message names the file and the reason
             errors.append(f"#{i}: {exc}")
+            continue
+        except Exception as exc:  # a check reports a bad file and goes on, whatever failed
+            errors.append(f"#{i}: {type(exc).__name__}: {exc}")
             continue
         sizes.append(s.image.shape[:2])
         sharp.append(sharpness(s.image))
@@ -107,7 +118,7 @@ def check_dataset(dataset: FaceDataset, *, limit: int | None = None) -> dict[str
         "labels": {f: _label_summary(f, v, dataset.info.class_names.get(f, ())) for f, v in labels.items()},
         "_hashes": hashes,
     }
-    problems = [f"{len(errors)} unreadable file(s), first: {errors[0]}"] if errors else []
+    problems = [f"{len(errors)} unreadable file(s), first: " + "; ".join(errors[:FIRST_ERRORS])] if errors else []
     warnings = []
     if sharp and report["sharpness_mean"] < BLUR_THRESHOLD:
         warnings.append(f"images look blurred: mean horizontal pixel difference {report['sharpness_mean']:.2f} < {BLUR_THRESHOLD} "

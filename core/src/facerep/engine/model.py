@@ -61,7 +61,10 @@ def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, A
         outputs = caller(views, mode="loss")
     loss = outputs.pop("loss")
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}; lower the lr or check the data")
+        from facerep.errors import TrainingError
+
+        raise TrainingError(f"non-finite loss ({loss.item()}) at step {step + 1}; lower train.optimizer.lr, add train.grad_clip or "
+                            f"check the data; the work dir keeps its last checkpoint")
     optim_wrapper.backward(optim_wrapper.scale_loss(loss))
     model.objective.before_optimizer_step(step)
     if optim_wrapper.should_update():

@@ -14,25 +14,49 @@ from facerep.errors import ConfigError
 __all__ = ["build_optim_wrapper", "build_schedulers", "param_groups"]
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Two groups: parameters whose name contains a ``no_decay`` key (or that are 1-d) get no decay."""
+def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *, exclude: set[int] | None = None) -> list[dict[str, Any]]:
+    """Two groups: parameters whose name contains a ``no_decay`` key (or that are 1-d) get no decay.
+    Parameters whose ``id`` is in ``exclude`` (claimed by an objective's own groups) are left out."""
     decay, skip = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or (exclude and id(p) in exclude):
             continue
         lname = name.lower()
         (skip if no_decay and (p.ndim <= 1 or any(k in lname for k in no_decay)) else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
+    groups = [{"params": decay, "weight_decay": weight_decay}] if decay else []
     if skip:
         groups.append({"params": skip, "weight_decay": 0.0})
     return groups
+
+
+def _objective_groups(model: nn.Module, cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:
+    """The groups an objective declares (``Objective.param_groups()``, optional), as optimizer groups."""
+    objective = getattr(model, "objective", model)
+    declared = objective.param_groups() if hasattr(objective, "param_groups") else []
+    out, seen = [], set()
+    for i, g in enumerate(declared):
+        params = [p for p in g.params if p.requires_grad]
+        if any(id(p) in seen for p in params):
+            raise ConfigError(f"objective.param_groups(): group {i} ({g.name or 'unnamed'}) repeats a parameter of an earlier group")
+        seen.update(id(p) for p in params)
+        wd = cfg.optimizer.weight_decay if g.weight_decay is None else g.weight_decay
+        if not g.adapt and cfg.optimizer.type == "lars" and wd != 0:
+            raise ConfigError(f"objective.param_groups(): group {i} ({g.name or 'unnamed'}) asks for no LARS adaptation but has weight "
+                              f"decay {wd}; LARS exempts only groups without weight decay (SwAV, BYOL, Barlow Twins: biases and norms)")
+        group: dict[str, Any] = {"params": params, "weight_decay": wd, "lr": lr * g.lr_scale}
+        if cfg.optimizer.type == "lars":
+            group["always_adapt"] = g.adapt
+        out.append(group)
+    return out
 
 
 def build_optim_wrapper(model: nn.Module, cfg: TrainConfig, global_batch: int, device_type: str) -> tuple[OptimWrapper, float]:
     """Returns the wrapper and the (batch-scaled) peak learning rate."""
     opt = cfg.optimizer
     lr = opt.lr * (global_batch / opt.lr_reference_batch if opt.lr_reference_batch else 1.0)
-    groups = param_groups(model, opt.weight_decay, opt.no_decay)
+    declared = _objective_groups(model, cfg, lr)
+    claimed = {id(p) for g in declared for p in g["params"]}
+    groups = declared + param_groups(model, opt.weight_decay, opt.no_decay, exclude=claimed)
     if opt.type == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
     elif opt.type == "adamw":

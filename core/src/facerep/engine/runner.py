@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from mmengine.hooks import Hook
 from mmengine.runner import IterBasedTrainLoop, Runner
@@ -20,15 +23,17 @@ from torch.utils.data import DataLoader
 
 from facerep import dist as fdist
 from facerep.build import build, resolve
-from facerep.checkpoint import export_backbone, from_plain, safe_checkpoint_loading, to_plain
+from facerep.checkpoint import check_fits, export_backbone, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
 from facerep.config import RunConfig
 from facerep.engine.model import PretrainDDP, PretrainModel
+from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 from facerep.engine.stream import StreamSampler, ViewStream
 from facerep.errors import ConfigError
 from facerep.plugins import PluginSet
+from facerep.workdir import atomic_write, atomic_write_text, checkpoints
 
-__all__ = ["StreamTrainLoop", "pretrain"]
+__all__ = ["CheckpointHook", "StreamTrainLoop", "pretrain", "save_checkpoint"]
 
 _RUN_IDS = itertools.count()  # mmengine keys global instances by experiment name
 
@@ -49,19 +54,51 @@ class StreamTrainLoop(IterBasedTrainLoop):
         return self.runner.model
 
 
-class StopAfterHook(Hook):
-    """Ends this session after a number of steps (a checkpoint is written); resume continues."""
+class FacerepRunner(Runner):
+    """mmengine's Runner without its ``<timestamp>.py`` config dump: facerep configs are YAML data,
+    and the work dir's ``config.yaml`` is the run's record."""
 
-    def __init__(self, steps: int) -> None:
-        self.steps = steps
+    def dump_config(self) -> None:
+        return None
+
+
+class CheckpointHook(Hook):
+    """Saves resumable checkpoints after a step: every ``every`` steps, at ``stop_after`` (then ends
+    the session) and at the last step.
+
+    A checkpoint written after step ``s`` records ``iter = s``: resuming trains step ``s + 1`` next.
+    Each file is written atomically (temporary file, fsync, rename) and only then named in
+    ``last_checkpoint`` (by file name, relative to the work dir); a crash at any moment leaves the
+    previous checkpoint as the latest. mmengine's own CheckpointHook is not used: its by-epoch
+    default mis-records the step of an interval-less save, and it writes in place.
+    """
+
+    priority = "VERY_LOW"  # after the logger and the schedulers have seen the step
+
+    def __init__(self, every: int, keep: int, stop_after: int | None = None) -> None:
+        self.every = every
+        self.keep = keep
+        self.stop_after = stop_after
 
     def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         done = runner.iter + 1  # the loop increments its counter after this hook
-        if done >= self.steps and done < runner.max_iters:
-            name = f"iter_{done}.pth"
-            runner.save_checkpoint(runner.work_dir, name)
-            Path(runner.work_dir, "last_checkpoint").write_text(str(Path(runner.work_dir, name)))
+        stop = self.stop_after is not None and done >= self.stop_after and done < runner.max_iters
+        if stop or done == runner.max_iters or (self.every and done % self.every == 0):
+            save_checkpoint(runner, Path(runner.work_dir), done, self.keep)
+        if stop:
             runner.train_loop.stop_training = True
+
+
+def save_checkpoint(runner: Runner, work_dir: Path, step: int, keep: int) -> Path:
+    """Write ``iter_<step>.pth`` atomically, point ``last_checkpoint`` at it, keep the newest ``keep``."""
+    path = work_dir / f"iter_{step}.pth"
+    if fdist.rank() == 0:
+        with atomic_write(path) as tmp:
+            runner.save_checkpoint(str(work_dir), tmp.name, by_epoch=False)
+        atomic_write_text(work_dir / "last_checkpoint", path.name)
+        for old in checkpoints(work_dir)[:-keep]:
+            old.unlink()
+    return path
 
 
 class RunStateHook(Hook):
@@ -77,6 +114,8 @@ class RunStateHook(Hook):
         checkpoint["meta"] = to_plain(checkpoint["meta"])
         checkpoint["meta"]["facerep_plugins"] = self.manifest
         checkpoint["meta"]["torch_rng"] = torch.get_rng_state()
+        checkpoint["meta"]["numpy_rng"] = _numpy_rng_plain()
+        checkpoint["meta"]["python_rng"] = _python_rng_plain()
         if torch.cuda.is_available():
             checkpoint["meta"]["cuda_rng"] = torch.cuda.get_rng_state_all()
 
@@ -86,12 +125,28 @@ class RunStateHook(Hook):
         meta = checkpoint.get("meta", {})
         if "torch_rng" in meta:
             torch.set_rng_state(meta["torch_rng"])
+        if "numpy_rng" in meta:
+            name, keys, pos, has_gauss, cached = meta["numpy_rng"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+        if "python_rng" in meta:
+            version, state, gauss = meta["python_rng"]
+            random.setstate((version, tuple(state), gauss))
         if "cuda_rng" in meta and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(meta["cuda_rng"])
         saved = {(p["name"], p["version"]) for p in meta.get("facerep_plugins", []) if p.get("status") == "loaded"}
         now = {(p["name"], p["version"]) for p in self.manifest if p.get("status") == "loaded"}
         if saved and saved != now:
             runner.logger.warning(f"resuming with different plugins than the checkpoint was written with: saved {sorted(saved)}, now {sorted(now)}")
+
+
+def _numpy_rng_plain() -> list[Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _python_rng_plain() -> list[Any]:
+    version, state, gauss = random.getstate()
+    return [version, list(state), gauss]
 
 
 def _device(cfg: RunConfig) -> torch.device:
@@ -103,9 +158,16 @@ def _device(cfg: RunConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool | str = False, stop_after: int | None = None) -> Path | None:
+def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from: Path | None = None, stop_after: int | None = None,
+             on_start: Callable[[], None] | None = None, verbose: bool = False) -> Path | None:
     """Train ``cfg.objective`` on ``cfg.data``; returns the exported backbone path (safetensors), or
-    None when ``stop_after`` ended the session early (resume with ``resume=True``)."""
+    None when ``stop_after`` ended the session early.
+
+    ``resume_from``: a checkpoint of this run to continue from (checked to fit the model first).
+    ``on_start``: called on rank 0 once everything is built and checked, right before the first
+    step (the run record is written then, so a run that fails to start leaves the work dir as it was).
+    ``verbose``: mmengine's full log on the terminal too (it always goes to the work dir's log file).
+    """
     if cfg.objective is None or cfg.data is None or cfg.backbone is None:
         raise ConfigError("pretraining needs 'data', 'backbone' and 'objective'")
     t = cfg.train
@@ -142,6 +204,9 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
         # no worker_init_fn calling cv2.setNumThreads: a run with it (after the threaded preload of
         # 14,000 faces) stalled before its first step; OpenCV's defaults are kept.
         prefetch_factor=4 if t.num_workers > 0 else None,
+        # its own generator: creating the loader's iterator draws a seed, which must not advance the
+        # global RNG (a resumed session creates one more iterator than an uninterrupted run)
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     global_batch = t.batch_size * world
     optim_wrapper, lr = build_optim_wrapper(model, t, global_batch, device.type)
@@ -150,29 +215,35 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume: bool
 
     if rank == 0:  # the effective batch and lr, before mmengine's logger exists
         print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, device {device}, {t.precision}")
-    ckpt_every = t.checkpoint_every or t.max_steps
-    runner = Runner(
-        model=model,
-        work_dir=str(work_dir),
-        experiment_name=f"{cfg.name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_IDS)}",
-        train_dataloader=loader,
-        train_cfg=dict(type=StreamTrainLoop, max_iters=t.max_steps),
-        optim_wrapper=optim_wrapper,
-        param_scheduler=build_schedulers(t, lr) or None,
-        default_hooks=dict(
-            logger=dict(type="LoggerHook", interval=t.log_every),
-            checkpoint=dict(type="CheckpointHook", interval=ckpt_every, by_epoch=False, max_keep_ckpts=t.keep_checkpoints, save_last=True),
-        ),
-        custom_hooks=[RunStateHook(plugins.manifest())] + ([StopAfterHook(stop_after)] if stop_after else []),
-        launcher="pytorch" if world > 1 else "none",
-        env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),
-        randomness=dict(seed=cfg.seed, deterministic=t.deterministic),
-        resume=bool(resume),
-        load_from=resume if isinstance(resume, str) else None,
-        log_level="INFO",
-    )
-    with safe_checkpoint_loading():
-        runner.train()
+    if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
+        check_fits(read_checkpoint(resume_from), model.module if world > 1 else model, resume_from)
+    ckpt_every = t.checkpoint_every
+    visualizer = visualizer_cfg(t.log_backends, work_dir, run_name=cfg.name)
+    with quiet_terminal(verbose):
+        runner = FacerepRunner(
+            model=model,
+            work_dir=str(work_dir),
+            experiment_name=f"{cfg.name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}_{next(_RUN_IDS)}",
+            train_dataloader=loader,
+            train_cfg=dict(type=StreamTrainLoop, max_iters=t.max_steps),
+            optim_wrapper=optim_wrapper,
+            param_scheduler=build_schedulers(t, lr) or None,
+            default_hooks=dict(logger=dict(type="LoggerHook", interval=t.log_every), checkpoint=None),
+            log_processor=dict(by_epoch=False),  # "Iter(train) [s/S]": the stream has no epochs
+            custom_hooks=[ProgressHook(every=t.log_every, bar=False if verbose else None), RunStateHook(plugins.manifest()),
+                          CheckpointHook(ckpt_every, t.keep_checkpoints, stop_after)],
+            visualizer=visualizer,
+            launcher="pytorch" if world > 1 else "none",
+            env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),
+            randomness=dict(seed=cfg.seed, deterministic=t.deterministic),
+            resume=resume_from is not None,  # an explicit path: mmengine never searches for one itself
+            load_from=str(resume_from) if resume_from is not None else None,
+            log_level="INFO",
+        )
+        if on_start is not None and rank == 0:
+            on_start()
+        with safe_checkpoint_loading():
+            runner.train()
     finished = runner.iter >= t.max_steps
     out = work_dir / "backbone.safetensors"
     if finished and rank == 0:

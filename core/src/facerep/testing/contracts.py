@@ -11,7 +11,11 @@ The suite builds the component with small parameters (``params_cls.tiny()`` when
 defines it, else the defaults, updated with the class attribute ``params``) on a small timm backbone
 and checks, on CPU: views have consistent sizes and uint8 dtype; forward gives a finite scalar loss
 and float logs; backward reaches the backbone; the optimizer-step callbacks run; a state-dict
-round-trip reproduces the loss exactly; params survive unstructure -> structure.
+round-trip reproduces the loss exactly; params survive unstructure -> structure; the loss is finite
+under bf16 autocast (``train.precision: bf16``); the view transform pickles (data-loader workers
+receive it pickled) and gives the same views after the round trip; and a 4-step run through the
+real runner (``facerep.run.run``), stopped after step 2 and resumed, exports exactly the weights of
+the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -61,11 +65,13 @@ def view_batch(objective: Any, faces: Any, n: int = 4, seed: int = 0) -> list[An
 
 
 class ObjectiveContract:
-    """Subclass and set ``component`` (and optionally ``params``, ``backbone``)."""
+    """Subclass and set ``component`` (and optionally ``params``, ``backbone``, ``image_size``:
+    the side of the synthetic faces the runner check trains on)."""
 
     component: ClassVar[str] = ""
     params: ClassVar[dict[str, Any]] = {}
     backbone: ClassVar[str] = "resnet10t"
+    image_size: ClassVar[int] = 64
 
     def _build(self, seed: int = 0) -> Any:
         return build_objective(self.component, dict(self.params), self.backbone, seed)
@@ -126,3 +132,52 @@ class ObjectiveContract:
         if p is None:
             return
         assert structure(unstructure(p), type(p)) == p
+
+    def test_bf16_autocast(self, tiny_faces: Any) -> None:
+        import torch
+
+        obj = self._build()
+        obj.train()
+        views = view_batch(obj, tiny_faces)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out = obj(views)
+        assert out.loss.ndim == 0 and torch.isfinite(out.loss.float()), "loss must stay finite under bf16 autocast"
+        out.loss.float().backward()
+        assert any(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in obj.backbone.parameters())
+
+    def test_view_transform_pickles(self, tiny_faces: Any) -> None:
+        import pickle
+
+        transform = self._build().view_transform()
+        again = pickle.loads(pickle.dumps(transform))
+        a = transform(tiny_faces[0], np.random.default_rng(7))
+        b = again(tiny_faces[0], np.random.default_rng(7))
+        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+    def test_stop_and_resume_through_the_runner(self, tmp_path: Any) -> None:
+        import yaml
+        from safetensors.torch import load_file
+
+        from facerep.config import unstructure
+        from facerep.plugins import get_plugins
+        from facerep.run import run
+
+        params = tiny_params(get_plugins().get("objective", self.component), dict(self.params))
+        cfg = {
+            "name": "contract",
+            "seed": 1,
+            "data": {"name": "core.synthetic", "params": {"n": 24, "size": self.image_size, "n_identities": 4}},
+            "backbone": {"name": "core.timm", "params": {"model": self.backbone}},
+            "objective": {"name": self.component, "params": unstructure(params) if params is not None else {}},
+            "train": {"max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "channels_last": False,
+                      "optimizer": {"type": "sgd", "lr": 0.01, "weight_decay": 1e-4}, "schedule": {"warmup_steps": 1}},
+        }
+        path = tmp_path / "contract.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        full = run(path, work_dir=tmp_path / "full")
+        assert run(path, work_dir=tmp_path / "part", stop_after=2).get("backbone") is None
+        resumed = run(path, work_dir=tmp_path / "part", resume=True)
+        a, b = load_file(full["backbone"]), load_file(resumed["backbone"])
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key].equal(b[key]), f"{key}: stop after step 2 + resume differs from the uninterrupted run"

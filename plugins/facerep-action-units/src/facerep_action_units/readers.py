@@ -23,6 +23,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
@@ -37,11 +38,11 @@ def read_disfa_au(path: Path) -> dict[int, int]:
     if not path.is_file():
         raise DataError(f"DISFA label file not found: {path}")
     out = {}
-    for no, line in enumerate(path.read_text().splitlines(), start=1):
+    for no, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.replace(" ", "").split(",")
-        if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.lstrip("-").isdecimal() for p in parts):
             raise DataError(f"{path}:{no}: expected 'frame,intensity', got {line[:40]!r}")
         frame, value = int(parts[0]), int(parts[1])
         if not 0 <= value <= 5:
@@ -111,7 +112,7 @@ def read_bp4d_csv(path: Path, aus: tuple[int, ...] = BP4D_AUS) -> tuple[np.ndarr
     """(frames (N,), occurrences (N, len(aus)) int8 with -1 for 9 = not coded)."""
     if not path.is_file():
         raise DataError(f"BP4D AU file not found: {path}")
-    lines = [line for line in path.read_text().splitlines()]
+    lines = read_text(path).splitlines()
     if not lines:
         raise DataError(f"{path}: empty")
     header = [h.strip() for h in lines[0].split(",")]

@@ -22,6 +22,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
@@ -52,7 +53,7 @@ def read_attribute_file(path: Path) -> tuple[tuple[str, ...], list[str], np.ndar
     """Returns (attribute names, file names, (N, A) uint8 0/1). Errors name the file and line."""
     if not path.is_file():
         raise DataError(f"CelebA attribute file not found: {path}")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     if len(lines) < 2:
         raise DataError(f"{path}: expected a count line and a names line, got {len(lines)} lines")
     try:
@@ -79,13 +80,13 @@ def read_attribute_file(path: Path) -> tuple[tuple[str, ...], list[str], np.ndar
 
 def read_landmark_file(path: Path) -> dict[str, np.ndarray]:
     """``list_landmarks_align_celeba.txt`` -> {file: (5, 2) float32}; errors name file:line."""
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     out: dict[str, np.ndarray] = {}
     for no, line in enumerate(lines[2:], start=3):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 11 or not all(v.lstrip("-").isdigit() for v in parts[1:]):
+        if len(parts) != 11 or not all(v.lstrip("-").isdecimal() for v in parts[1:]):
             raise DataError(f"{path}:{no}: expected '<file>' and 10 integer coordinates, got {line[:60]!r}")
         out[parts[0]] = np.array(parts[1:], dtype=np.float32).reshape(5, 2)
     return out
@@ -94,11 +95,11 @@ def read_landmark_file(path: Path) -> dict[str, np.ndarray]:
 def read_pairs_file(path: Path, kind: str) -> dict[str, int]:
     """``<file> <integer>`` per line (identities, partitions)."""
     out: dict[str, int] = {}
-    for no, line in enumerate(path.read_text().splitlines(), start=1):
+    for no, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+        if len(parts) != 2 or not parts[1].lstrip("-").isdecimal():
             raise DataError(f"{path}:{no}: expected '<file> <{kind}>', got {line[:60]!r}")
         out[parts[0]] = int(parts[1])
     return out
@@ -116,7 +117,7 @@ class CelebA:
                 raise DataError(f"partition {p.partition!r} needs {part_file}, which is missing")
             parts = read_pairs_file(part_file, "partition")
             keep &= np.array([parts.get(f, -1) == PARTITIONS[p.partition] for f in files])
-        numbers = np.array([int(Path(f).stem) if Path(f).stem.isdigit() else i + 1 for i, f in enumerate(files)])
+        numbers = np.array([int(Path(f).stem) if Path(f).stem.isdecimal() else i + 1 for i, f in enumerate(files)])
         keep &= numbers >= p.start
         if p.stop is not None:
             keep &= numbers <= p.stop

@@ -12,7 +12,7 @@ in both formats. Grey images are returned as 3-channel RGB.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import IMAGE_EXTENSIONS, expand_path
+from facerep.data.io import csv_rows
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
@@ -51,19 +52,18 @@ def read_fer_csv(path: Path, usage: str) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise DataError(f"FER2013 CSV not found: {path}")
     images, labels = [], []
-    with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
+    with contextlib.closing(csv_rows(path)) as rows:
+        _, header = next(rows, (1, None))
         if header is None or [h.strip() for h in header[:3]] != ["emotion", "pixels", "Usage"]:
             raise DataError(f"{path}:1: expected the header 'emotion,pixels,Usage', got {header}")
-        for no, row in enumerate(reader, start=2):
+        for no, row in rows:
             if not row:
                 continue
             if len(row) != 3:
                 raise DataError(f"{path}:{no}: expected 3 fields (emotion, pixels, Usage), got {len(row)}")
             if row[2].strip() != usage:
                 continue
-            if not row[0].strip().isdigit() or not 0 <= int(row[0]) < len(CLASSES):
+            if not row[0].strip().isdecimal() or not 0 <= int(row[0]) < len(CLASSES):
                 raise DataError(f"{path}:{no}: emotion must be an integer 0-6, got {row[0]!r}")
             try:
                 px = np.array(row[1].split(), dtype=np.int64)

@@ -7,6 +7,7 @@
   ``subDirectory_filePath, face_x, face_y, face_width, face_height, facial_landmarks, expression,
   valence, arousal``; expression 0-7 = Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger,
   Contempt; 8-10 (None, Uncertain, No-face) are left out; ``num_classes: 7`` also drops Contempt.
+  Any other value (e.g. ``-1``, ``11``, ``abc``) is not an AffectNet code: DataError naming file:line.
   Images are cropped to the face box.
 
 Each dataset keeps its own label order (``DatasetInfo.class_names["expression"]``).
@@ -14,7 +15,7 @@ Each dataset keeps its own label order (``DatasetInfo.class_names["expression"]`
 
 from __future__ import annotations
 
-import csv
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import csv_rows, read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
@@ -30,6 +32,11 @@ __all__ = ["RAFDB", "AffectNet", "AffectNetParams", "RAFDBParams"]
 
 RAF_CLASSES = ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral")
 AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+#: The annotation codes after the 8 expressions; rows with them are left out.
+AFFECTNET_NON_EXPRESSIONS = ("none", "uncertain", "no-face")
+_AFFECTNET_CODES = (
+    "0-10 (" + ", ".join(f"{i} {c}" for i, c in enumerate(AFFECTNET_CLASSES + AFFECTNET_NON_EXPRESSIONS)) + "; 8-10 are left out)"
+)
 
 
 @attrs.frozen
@@ -48,11 +55,11 @@ class RAFDB:
         if not path.is_file():
             raise DataError(f"RAF-DB label list not found: {path}")
         self.files, labels = [], []
-        for no, line in enumerate(path.read_text().splitlines(), start=1):
+        for no, line in enumerate(read_text(path).splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
-            if len(parts) != 2 or not parts[1].isdigit() or not 1 <= int(parts[1]) <= 7:
+            if len(parts) != 2 or not parts[1].isdecimal() or not 1 <= int(parts[1]) <= 7:
                 raise DataError(f"{path}:{no}: expected '<name>.jpg <label 1-7>', got {line[:50]!r}")
             if not parts[0].startswith(p.split + "_"):
                 continue
@@ -89,19 +96,23 @@ class AffectNet:
         if not path.is_file():
             raise DataError(f"AffectNet list not found: {path}")
         self.files, self.boxes, labels, self.va = [], [], [], []
-        with path.open(newline="") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, [])
+        with contextlib.closing(csv_rows(path)) as reader:
+            _, header = next(reader, (1, []))
             need = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression", "valence", "arousal")
             missing = [c for c in need if c not in header]
             if missing:
                 raise DataError(f"{path}:1: header lacks column(s) {missing}")
             col = {c: header.index(c) for c in need}
-            for no, row in enumerate(reader, start=2):
+            for no, row in reader:
                 if not row:
                     continue
+                if len(row) <= max(col.values()):
+                    raise DataError(f"{path}:{no}: malformed row {','.join(row)[:60]!r} (expected {len(header)} fields, got {len(row)})")
+                code = row[col["expression"]].strip()
+                label = int(code) if code.isdecimal() else -1
+                if not 0 <= label < len(AFFECTNET_CLASSES) + len(AFFECTNET_NON_EXPRESSIONS):
+                    raise DataError(f"{path}:{no}: expression {code!r} is not an AffectNet code; expected {_AFFECTNET_CODES}")
                 try:
-                    label = int(row[col["expression"]])
                     box = [int(float(row[col[c]])) for c in ("face_x", "face_y", "face_width", "face_height")]
                     va = (float(row[col["valence"]]), float(row[col["arousal"]]))
                 except (ValueError, IndexError):

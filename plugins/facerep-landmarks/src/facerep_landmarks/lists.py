@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-import csv
 from typing import Literal
 
 import attrs
 import numpy as np
 
 from facerep.data.folder import expand_path
+from facerep.data.io import csv_rows, read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo
 from facerep_landmarks.readers import _LandmarkSet
@@ -44,7 +44,7 @@ class WFLW(_LandmarkSet):
         if not path.is_file():
             raise DataError(f"WFLW list not found: {path}")
         self.files, marks, self.metas = [], [], []
-        for no, line in enumerate(path.read_text().splitlines(), start=1):
+        for no, line in enumerate(read_text(path).splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
@@ -84,18 +84,17 @@ class AFLW19(_LandmarkSet):
         path = root / p.list
         if not path.is_file():
             raise DataError(f"AFLW-19 csv not found: {path}")
-        with path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+        rows = list(csv_rows(path))
         if not rows:
             raise DataError(f"{path}: empty")
-        header = [h.strip() for h in rows[0]]
+        header = [h.strip() for h in rows[0][1]]
         cols = ["image_name", "scale", "center_w", "center_h"] + [f"original_{i}_{a}" for i in range(19) for a in "xy"]
         missing = [c for c in cols if c not in header]
         if missing:
             raise DataError(f"{path}:1: header lacks {missing[:4]}{'...' if len(missing) > 4 else ''}")
         idx = {c: header.index(c) for c in [*cols, "box_size"] if c in header}
         self.files, marks, self.metas = [], [], []
-        for no, row in enumerate(rows[1:], start=2):
+        for no, row in rows[1:]:
             if not row:
                 continue
             try:
@@ -107,6 +106,8 @@ class AFLW19(_LandmarkSet):
             marks.append(pts)
             self.files.append(root / p.images / row[idx["image_name"]])
             self.metas.append({"box": [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]})
+        if not marks:
+            raise DataError(f"{path}: no faces after the header")
         self.landmarks = np.stack(marks)
         self.info = DatasetInfo(name="aflw19", split=p.split, labels=("landmarks",), landmark_scheme="19")
 

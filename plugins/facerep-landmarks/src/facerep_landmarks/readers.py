@@ -20,6 +20,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import IMAGE_EXTENSIONS, expand_path
+from facerep.data.io import read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 from facerep_landmarks.schemes import FLIP_PAIRS
@@ -29,10 +30,7 @@ __all__ = ["MTFL", "MTFLParams", "PtsFolder", "PtsFolderParams", "read_mtfl_list
 
 def read_pts(path: Path, expected: int | None = None) -> np.ndarray:
     """A 300-W ``.pts`` file -> ``(K, 2)`` float32, 0-based."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc}") from None
+    lines = read_text(path).splitlines()
     header = {}
     i = 0
     while i < len(lines) and lines[i].strip() != "{":
@@ -41,7 +39,7 @@ def read_pts(path: Path, expected: int | None = None) -> np.ndarray:
         i += 1
     if i == len(lines):
         raise DataError(f"{path}: no '{{' line opening the point list")
-    if not header.get("n_points", "").isdigit():
+    if not header.get("n_points", "").isdecimal():
         raise DataError(f"{path}: missing or invalid 'n_points:' header line")
     n = int(header["n_points"])
     pts = []
@@ -127,6 +125,8 @@ class PtsFolder(_LandmarkSet):
             self.files.append(image)
             self.metas.append({"annotation": str(f)})
         self.skipped = len(self.problems)
+        if not marks:
+            raise DataError(f"{root}: every one of the {len(pts_files)} .pts files was skipped, first: {self.problems[0]}")
         self.landmarks = np.stack(marks)
         scheme = str(p.points)
         self.info = DatasetInfo(name=p.name, split=p.split, labels=("landmarks",), landmark_scheme=scheme, flip_pairs=FLIP_PAIRS.get(scheme, ()))
@@ -137,7 +137,7 @@ def read_mtfl_list(path: Path) -> list[tuple[str, np.ndarray, dict[str, int]]]:
     if not path.is_file():
         raise DataError(f"MTFL list not found: {path}")
     out = []
-    for no, line in enumerate(path.read_text().splitlines(), start=1):
+    for no, line in enumerate(read_text(path).splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -186,5 +186,7 @@ class MTFL(_LandmarkSet):
             marks.append(pts)
             self.metas.append(codes)
         self.skipped = len(self.problems)
+        if not marks:
+            raise DataError(f"{root / p.list}: no usable entries" + (f", first problem: {self.problems[0]}" if self.problems else ""))
         self.landmarks = np.stack(marks)
         self.info = DatasetInfo(name="mtfl", split=p.split, labels=("landmarks",), landmark_scheme="5", flip_pairs=FLIP_PAIRS["5"])

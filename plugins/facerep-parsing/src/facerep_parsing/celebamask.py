@@ -22,8 +22,8 @@ import attrs
 import cv2
 import numpy as np
 
-from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import check_image_size, decode_image
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 
@@ -35,14 +35,21 @@ CLASSES = ("background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r
 
 def read_index_mask(path: Path, n_classes: int = len(CLASSES)) -> np.ndarray:
     """A class-index PNG -> (H, W) uint8; values must be < ``n_classes``."""
+    import io
+
     from PIL import Image  # Pillow keeps palette indices; see the module docstring
 
     if not path.is_file():
         raise DataError(f"mask not found: {path}")
     try:
-        with Image.open(path) as im:
-            mask = np.array(im)
+        data = path.read_bytes()
     except OSError as exc:
+        raise DataError(f"{path}: cannot read mask: {exc.strerror or exc}") from None
+    check_image_size(data, path=path)  # before Pillow allocates anything
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mask = np.array(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise DataError(f"{path}: cannot read mask: {exc}") from None
     if mask.ndim != 2:
         raise DataError(f"{path}: expected a single-channel class-index mask, got shape {mask.shape}")
@@ -58,9 +65,7 @@ def read_part_masks(folder: Path, index: int, size: int = 512) -> np.ndarray:
     for c, part in enumerate(CLASSES[1:], start=1):
         f = folder / str(index // 2000) / f"{index:05d}_{part}.png"
         if f.is_file():
-            m = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise DataError(f"{f}: cannot read part mask")
+            m = decode_image(f, grey=True)  # DataError naming the file when it is not a readable image
             if m.shape != (size, size):
                 raise DataError(f"{f}: part mask is {m.shape[1]}x{m.shape[0]}, expected {size}x{size}")
             mask[m > 127] = c
@@ -93,8 +98,8 @@ class CelebAMaskHQ:
             if missing:
                 raise DataError(f"{len(missing)} mask(s) missing, e.g. {missing[0]} (for {missing[0].stem}.jpg)")
         else:
-            images = sorted((root / "CelebA-HQ-img").glob("*.jpg"), key=lambda f: int(f.stem) if f.stem.isdigit() else -1)
-            bad = [f for f in images if not f.stem.isdigit()]
+            images = sorted((root / "CelebA-HQ-img").glob("*.jpg"), key=lambda f: int(f.stem) if f.stem.isdecimal() else -1)
+            bad = [f for f in images if not f.stem.isdecimal()]
             if bad:
                 raise DataError(f"{bad[0]}: the original layout names images by number (e.g. 0.jpg)")
             self.items = [(f, root / "CelebAMask-HQ-mask-anno") for f in images][p.start : p.stop]

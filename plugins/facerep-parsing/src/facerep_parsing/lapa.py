@@ -13,6 +13,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 from facerep_parsing.celebamask import read_index_mask
@@ -23,16 +24,19 @@ LAPA_CLASSES = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "nos
 
 
 def read_lapa_landmarks(path: Path) -> np.ndarray:
-    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
-    if lines is None:
+    if not path.is_file():
         raise DataError(f"LaPa landmark file not found: {path}")
-    if not lines[0].strip().isdigit():
+    numbered = [(no, line) for no, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: empty (expected the number of points, then 'x y' lines)")
+    lines = [line for _, line in numbered]
+    if not lines[0].strip().isdecimal():
         raise DataError(f"{path}:1: expected the number of points, got {lines[0][:30]!r}")
     n = int(lines[0])
     if len(lines) - 1 != n:
         raise DataError(f"{path}:1: says {n} points but {len(lines) - 1} lines follow")
     pts = []
-    for no, line in enumerate(lines[1:], start=2):
+    for no, line in numbered[1:]:
         try:
             x, y = map(float, line.split())
         except ValueError:

@@ -34,6 +34,7 @@ import numpy as np
 
 from facerep.data.augment import decode_image
 from facerep.data.folder import expand_path
+from facerep.data.io import read_text
 from facerep.errors import DataError
 from facerep.types import DatasetInfo, Sample
 from facerep_recognition.metrics import balanced_folds
@@ -87,7 +88,7 @@ class PairList:
 
 
 def _number(path: Path, no: int, text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdecimal() or int(text) < 1:
         raise DataError(f"{path}:{no}: image number must be a positive integer, got {text!r}")
     return int(text)
 
@@ -96,12 +97,12 @@ def read_pair_list(path: Path, folds: int = 10) -> PairList:
     """Parse a View 1 (``N``) or View 2 (``F N``) LFW pair list. Errors name the file and line."""
     if not path.is_file():
         raise DataError(f"LFW pair list not found: {path}")
-    lines = path.read_text().splitlines()
+    lines = read_text(path).splitlines()
     numbered = [(no, line.split()) for no, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise DataError(f"{path}: empty pair list")
     head_no, head = numbered[0]
-    if len(head) not in (1, 2) or not all(h.isdigit() for h in head):
+    if len(head) not in (1, 2) or not all(h.isdecimal() for h in head):
         raise DataError(f"{path}:{head_no}: expected a header line 'N' (View 1) or 'folds N' (View 2), got {lines[head_no - 1][:60]!r}")
     n_sets, n = (1, int(head[0])) if len(head) == 1 else (int(head[0]), int(head[1]))
     if n_sets < 1 or n < 1:
