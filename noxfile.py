@@ -27,7 +27,7 @@ def _install(session: nox.Session, *packages: str) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    extras = [f"-e{p}" for p in ["core", *(f"plugins/{n}" for n in PLUGINS), "integration_tests/plugins/facerep-example-objective"]]
+    extras = [f"-e{p}" for p in ["core[tensorboard]", *(f"plugins/{n}" for n in PLUGINS), "integration_tests/plugins/facerep-example-objective"]]
     _install(session, *extras)
     session.run("pytest", *session.posargs)
 

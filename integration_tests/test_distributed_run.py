@@ -24,7 +24,8 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
         "name": "ddp",
         "data": {"name": "core.synthetic", "params": {"n": 64, "size": 40, "n_identities": 8}},
         "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
-        "objective": {"name": "frl.moco_v2", "params": {"queue_size": 64, "out_dim": 16, "hidden_dim": 32, "view_size": 32, "momentum": 0.9}},
+        "objective": {"name": "frl.moco_v2",
+                      "params": {"queue_size": 64, "out_dim": 16, "hidden_dim": 32, "view_size": 32, "momentum": 0.9}},
         "train": {"max_steps": 3, "batch_size": 8, "launcher": "pytorch", "log_every": 1, "optimizer": {"type": "sgd", "lr": 0.1}},
         "evaluate": [{
             "protocol": {"name": "core.knn", "params": {"k": 3}},

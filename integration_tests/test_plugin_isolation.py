@@ -259,7 +259,7 @@ def test_a_plugin_registering_one_name_twice_keeps_the_first_and_reports_it(tmp_
     note = f"duplicate registration skipped, the first is kept: {duplicate}"
     res = helpers.run("list", cwd=tmp_path, pythonpath=[make_dist.site])
     assert res.returncode == 0, res.stderr
-    assert f"facerep plugin 'twice' from fake-twice 0.3 is loaded, but a registration was skipped (" in res.stderr
+    assert "facerep plugin 'twice' from fake-twice 0.3 is loaded, but a registration was skipped (" in res.stderr
     assert duplicate in res.stderr
     components, plugins = helpers.parse_list(res.stdout)
     assert plugins["twice"] == {"dist": "fake-twice 0.3", "status": "loaded", "note": note}

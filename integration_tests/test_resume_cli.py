@@ -35,6 +35,7 @@ CONFIG = {
         "log_every": 1,
         "checkpoint_every": 2,
         "channels_last": True,
+        "log_backends": ["tensorboard"],
     },
     "required_plugins": ["facerep-frl"],
 }
@@ -89,7 +90,23 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     cfg.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
     res = facerep("run", cfg, "--work-dir", root / "full", cwd=root)
     assert res.returncode == 0, res.stderr[-3000:]
+    _check_terminal_and_tensorboard(res, root / "full")
     return cfg, root / "full"
+
+
+def _check_terminal_and_tensorboard(res: subprocess.CompletedProcess[str], wd: Path) -> None:
+    """What the user sees: components, progress lines, no mmengine environment dump (it is in the
+    work dir's log); and the TensorBoard switch writes event files with the loss at every step."""
+    terminal = res.stdout + res.stderr
+    assert "System environment" not in terminal and "Hooks will be executed" not in terminal
+    assert "frl.moco_v2" in res.stdout and "step 6/6" in res.stdout and "img/s" in res.stdout and "z_std" in res.stdout
+    assert len(terminal.splitlines()) < 40, terminal
+    assert "System environment" in "".join(p.read_text() for p in wd.glob("*/*.log"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(wd / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4, 5, 6]
 
 
 def test_stop_after_then_resume_is_bit_identical(reference, tmp_path):
@@ -192,7 +209,8 @@ def test_resume_with_a_different_config_is_refused_naming_the_fields(stopped, ca
     cfg, wd = stopped
     before = _snapshot(wd)
     _fails(capsys, ["run", cfg, "--work-dir", wd, "--resume", "-o", "train.optimizer.lr=0.1", "-o", "backbone.params.model=resnet10t"],
-           2, "train.optimizer.lr: 0.05 -> 0.1", "backbone.params.model: 'resnet18' -> 'resnet10t'", f"facerep run {wd / 'config.yaml'} --resume")
+           2, "train.optimizer.lr: 0.05 -> 0.1", "backbone.params.model: 'resnet18' -> 'resnet10t'",
+           f"facerep run {wd / 'config.yaml'} --resume")
     assert _snapshot(wd) == before
 
 
@@ -253,7 +271,8 @@ def test_a_finished_work_dir_is_not_overwritten(reference, tmp_path, capsys):
     _fails(capsys, ["run", cfg, "--work-dir", wd], 2, "already holds a run", "--resume", "--overwrite")
     assert _snapshot(wd) == before
     # a config that fails before training leaves the finished run's files as they were, even with --overwrite
-    _fails(capsys, ["run", cfg, "--work-dir", wd, "--overwrite", "-o", "objective.params.view_size=0"], 2, "objective.params.view_size: must be positive")
+    _fails(capsys, ["run", cfg, "--work-dir", wd, "--overwrite", "-o", "objective.params.view_size=0"], 2,
+           "objective.params.view_size: must be positive")
     assert _snapshot(wd) == before
 
 

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
 fi
-pkgs=(-e core)
+pkgs=(-e "core[tensorboard]")
 for p in plugins/*/ integration_tests/plugins/*/; do
   [ -f "$p/pyproject.toml" ] && pkgs+=(-e "$p")
 done

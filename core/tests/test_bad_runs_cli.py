@@ -140,3 +140,15 @@ def test_non_finite_loss_keeps_the_last_checkpoint(tmp_path, capsys, local_plugi
     ckpts = sorted(wd.glob("iter_*.pth"))
     assert all(torch.load(p, weights_only=True)["meta"]["iter"] < step for p in ckpts)
     assert not (wd / "backbone.safetensors").exists()
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_refused(tmp_path, capsys, local_plugins):
+    other = _write(tmp_path / "other.yaml", {**RUN, "objective": {"name": "local.toy", "params": {"crop": 24, "out_dim": 8}}})
+    assert main(["run", str(other), "--work-dir", str(tmp_path / "a"), "--stop-after", "2"]) == 0
+    cfg = _write(tmp_path / "run.yaml", RUN)
+    assert main(["run", str(cfg), "--work-dir", str(tmp_path / "b"), "--stop-after", "2"]) == 0
+    capsys.readouterr()
+    foreign = tmp_path / "a" / "iter_2.pth"
+    before = foreign.read_bytes(), (tmp_path / "b" / "iter_2.pth").read_bytes()
+    _fails(capsys, ["run", cfg, "--work-dir", tmp_path / "b", "--resume", foreign], 3, "does not fit this run's model", "objective.")
+    assert (foreign.read_bytes(), (tmp_path / "b" / "iter_2.pth").read_bytes()) == before

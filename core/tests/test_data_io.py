@@ -154,7 +154,7 @@ def test_opencv_limit_and_errors_become_data_errors(tmp_path, monkeypatch):
         raise cv2.error("simulated decoder failure")
 
     monkeypatch.setattr(fio.cv2, "imdecode", raising)
-    ok, buf = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
+    _ok, buf = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(DataError, match=r"x\.png: cannot decode image: OpenCV: simulated decoder failure"):
         fio.decode_image(buf.tobytes(), path="x.png")
 
@@ -177,7 +177,7 @@ def test_corrupt_bytes_missing_and_empty_images(tmp_path):
 def test_valid_images_decode_as_before(tmp_path):
     img = np.random.default_rng(1).integers(0, 255, (9, 7, 3), dtype=np.uint8)
     p = tmp_path / "ok.png"
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    _ok, buf = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     p.write_bytes(buf.tobytes())
     assert np.array_equal(fio.decode_image(p), img) and np.array_equal(augment_decode(str(p)), img)
     grey = fio.decode_image(p, grey=True)
@@ -192,7 +192,7 @@ def test_data_check_reports_absurd_and_corrupt_images_and_goes_on(tmp_path, monk
     folder.mkdir()
     rng = np.random.default_rng(2)
     for k in range(3):
-        ok, buf = cv2.imencode(".png", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        _ok, buf = cv2.imencode(".png", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
         (folder / f"{k}.png").write_bytes(buf.tobytes())
     (folder / "3_bomb.png").write_bytes(png_claiming(100_000, 100_000))
     (folder / "4_broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")

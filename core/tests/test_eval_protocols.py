@@ -86,7 +86,8 @@ def test_frozen_head_trains_on_cached_features_and_selects_on_val_only(backbone)
         return orig(x)
     backbone.forward = counting
     try:
-        out = FrozenHead(FrozenHeadParams(epochs=20, min_steps=0, batch_size=16, lr=3e-3, val_every=5)).run(backbone, task, train, test, val)
+        params = FrozenHeadParams(epochs=20, min_steps=0, batch_size=16, lr=3e-3, val_every=5)
+        out = FrozenHead(params).run(backbone, task, train, test, val)
     finally:
         del backbone.forward
     assert sum(calls) == 48 + 24 + 30  # each image through the backbone once: features are cached

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -84,13 +86,13 @@ def test_five_points_from_68_and_clear_errors():
 @pytest.mark.parametrize("strata", [None, np.arange(1000) % 7])
 def test_fractions_are_seeded_nested_and_sized(strata):
     subsets = [fraction_subset(1000, f, seed=3, strata=strata) for f in FRACTIONS]
-    for small, big in zip(subsets, subsets[1:]):
+    for small, big in itertools.pairwise(subsets):
         assert set(small) <= set(big)  # nested
     assert len(subsets[-1]) == 1000 and len(np.unique(subsets[0])) == len(subsets[0])
     if strata is None:
         assert [len(s) for s in subsets] == [10, 20, 50, 100, 200, 1000]
     else:  # every class is present even at 1 %, with ceil(f * n_c) members
-        for f, s in zip(FRACTIONS, subsets):
+        for f, s in zip(FRACTIONS, subsets, strict=True):
             counts = np.bincount(strata[s], minlength=7)
             assert (counts == np.ceil(f * np.bincount(strata) - 1e-9).astype(int)).all()
     np.testing.assert_array_equal(fraction_subset(1000, 0.1, 3, strata), subsets[3])  # reproducible

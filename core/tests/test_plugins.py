@@ -287,13 +287,18 @@ def test_incompatible_api_version_is_reported_and_skipped(entry_point):
     none = entry_point("fake-noinfo", "0.1", "noinfo", plugin_module("fake_noinfo_plugin", _objective("z"), api_version=None))
     with pytest.warns(RuntimeWarning) as record:
         plugins = load_plugins(entry_points=[old, minor, none, newer])
-    assert _statuses(plugins) == {"core": "loaded", "minor": "loaded", "newer": "incompatible", "noinfo": "incompatible", "old": "incompatible"}
+    assert _statuses(plugins) == {
+        "core": "loaded", "minor": "loaded", "newer": "incompatible", "noinfo": "incompatible", "old": "incompatible",
+    }
     by_name = {r.name: r for r in plugins.records}
     assert by_name["newer"].error == f"written for facerep API 1.99, newer than this core's {API_VERSION}; upgrade facerep-core"
     assert by_name["old"].error == f"written for facerep API 2.3, this core provides {API_VERSION}"
     assert by_name["noinfo"].error == "facerep_plugin_info() must return a dict with 'api_version'"
     messages = [str(w.message) for w in record]
-    expected = f"facerep plugin 'old' from fake-old 0.9 was skipped (incompatible): written for facerep API 2.3, this core provides {API_VERSION}"
+    expected = (
+        f"facerep plugin 'old' from fake-old 0.9 was skipped (incompatible): "
+        f"written for facerep API 2.3, this core provides {API_VERSION}"
+    )
     assert expected in messages
     assert {s.name for s in plugins.registry.specs("objective")} == {"minor.y"}  # nothing from the skipped ones
     assert plugins.problems == [by_name["newer"], by_name["noinfo"], by_name["old"]]

@@ -84,7 +84,7 @@ def test_checkpoint_is_loaded_without_unpickling_code(tmp_path, local_plugins):
     # a checkpoint carrying an arbitrary object is refused even inside the context
     evil = tmp_path / "evil.pth"
     torch.save({"x": Path("/etc/passwd")}, evil)
-    with safe_checkpoint_loading(), pytest.raises(Exception, match="weights_only|Unsupported global"):
+    with safe_checkpoint_loading(), pytest.raises(Exception, match=r"weights_only|Unsupported global"):
         torch.load(evil)
 
 
@@ -107,11 +107,12 @@ def test_loader_workers_with_a_preloaded_folder_train(tmp_path):
     cfg["train"] = dict(CONFIG["train"], num_workers=1, max_steps=3, checkpoint_every=0)
     cfg["data"]["name"] = "core.image_folder"
     path = _write(tmp_path, cfg)
+    here, cfg_path, work_dir = str(Path(__file__).parent), str(path), str(tmp_path / "wd")
     code = (
-        "import sys; sys.path.insert(0, %r); from conftest import _local_plugin\n"
+        f"import sys; sys.path.insert(0, {here!r}); from conftest import _local_plugin\n"
         "from facerep.plugins import load_plugins; from facerep.run import run\n"
-        "run(%r, work_dir=%r, plugins=load_plugins(entry_points=[], extra=[('local', _local_plugin())]))\n"
-    ) % (str(Path(__file__).parent), str(path), str(tmp_path / "wd"))
+        f"run({cfg_path!r}, work_dir={work_dir!r}, plugins=load_plugins(entry_points=[], extra=[('local', _local_plugin())]))\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "wd" / "backbone.safetensors").is_file()

@@ -131,7 +131,7 @@ def test_flip_pairs_are_mirror_images_in_the_drawn_geometry(samples):
         lm = s.landmarks.astype(np.float64)
         axis = lm[45] - lm[36]
         axis /= np.linalg.norm(axis)
-        side = lambda p: (p - lm[27]) @ axis  # signed distance from the midline
+        side = lambda p, lm=lm, axis=axis: (p - lm[27]) @ axis  # signed distance from the midline
         assert np.abs(side((lm[pairs[:, 0]] + lm[pairs[:, 1]]) / 2)).max() < 0.02
         assert np.abs(side(lm[fixed])).max() < 0.02
         assert np.all(side(lm[pairs[:, 0]]) * side(lm[pairs[:, 1]]) < 0)
@@ -143,7 +143,7 @@ def test_landmarks_follow_the_ibug_layout(samples):
         assert np.all((lm >= 0) & (lm <= s.image.shape[0] - 1))
         axis = lm[45] - lm[36]
         up = np.array([axis[1], -axis[0]])  # face "up" (image y points down)
-        height = lambda i: lm[i] @ up
+        height = lambda i, lm=lm, up=up: lm[i] @ up
         # brows above eyes above nose tip above mouth above chin
         assert height([17, 21, 22, 26]).min() > height([37, 38, 43, 44]).max()
         assert height([36, 39, 42, 45]).min() > height(30)

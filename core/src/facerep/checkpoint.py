@@ -95,7 +95,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         detail = next((line.strip() for line in reason if "Unsupported global" in line or "GLOBAL" in line), reason[0] if reason else "")
         raise DataError(f"{path}: not a facerep checkpoint: contains pickled code, refused without running it ({detail})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DataError(f"{path}: truncated or not a torch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise DataError(f"{path}: truncated or not a torch checkpoint ({type(exc).__name__}: {first}); "
                         f"resume from an earlier checkpoint with --resume PATH") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or not isinstance(ckpt.get("meta"), dict):
         raise DataError(f"{path}: not a facerep training checkpoint (expected 'meta' and 'state_dict' entries)")
@@ -121,7 +122,8 @@ def check_fits(ckpt: dict[str, Any], model: nn.Module, path: str | Path) -> None
         raise DataError(f"{path}: does not fit this run's model (was the backbone or objective changed?): " + "; ".join(problems))
 
 
-def export_backbone(module: nn.Module, path: str | Path, *, backbone: ComponentConfig, method: str, extra: dict[str, Any] | None = None) -> Path:
+def export_backbone(module: nn.Module, path: str | Path, *, backbone: ComponentConfig, method: str,
+                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``module``'s state dict to ``path`` (safetensors) and ``path.json`` beside it."""
     from safetensors.torch import save_file
 

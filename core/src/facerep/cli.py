@@ -37,7 +37,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.kind:  # just the one kind (scripts read this); the plugin table is in plain `facerep list`
         return 0
     print("\nplugins")
-    print(_table([(r.name, f"{r.dist} {r.version}", r.status, r.error or r.summary) for r in plugins.records], ("plugin", "distribution", "status", "note")))
+    rows = [(r.name, f"{r.dist} {r.version}", r.status, r.error or r.summary) for r in plugins.records]
+    print(_table(rows, ("plugin", "distribution", "status", "note")))
     return 0
 
 
@@ -90,8 +91,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             found.append(plugins.get(kind, args.component))
         except KeyError as exc:
             last = exc
+    if not found and args.kind:
+        raise last  # the component-not-found message: close matches, installed plugins, skipped plugins
     if not found:
-        raise last  # the component-not-found message: close matches, installed plugins
+        import difflib
+
+        from facerep.errors import ComponentNotFoundError
+
+        names = [n for s in plugins.registry.specs() for n in (s.name, s.short_name)]
+        close = ", ".join(dict.fromkeys(difflib.get_close_matches(args.component, names, n=5, cutoff=0.5)))
+        raise ComponentNotFoundError(f"unknown component {args.component!r}" + (f"; did you mean: {close}?" if close else "")
+                                     + " (see `facerep list`)")
     for spec in found:
         print(f"{spec.kind} {spec.name} ({spec.dist} {spec.version}): {spec.summary}")
         print(f"  target: {spec.target}")
@@ -188,7 +198,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facerep", description="Facial representation learning: pretrain face encoders and measure how they transfer.")
+    parser = argparse.ArgumentParser(prog="facerep",
+                                     description="Facial representation learning: pretrain face encoders and measure how they transfer.")
     parser.add_argument("--version", action="version", version=f"facerep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -221,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the work dir's run from its latest (or the given) checkpoint; the config must be the run's own")
-    p.add_argument("--stop-after", type=int, metavar="STEP", help="end this session after training step STEP (checkpointed); continue with --resume")
+    p.add_argument("--stop-after", type=int, metavar="STEP",
+                   help="end this session after training step STEP (checkpointed); continue with --resume")
     p.add_argument("--overwrite", action="store_true", help="replace the run the work dir already holds (otherwise refused)")
     p.add_argument("--verbose", action="store_true", help="show mmengine's full log on the terminal (it is always in the work dir)")
     p.set_defaults(func=cmd_run)

@@ -210,7 +210,7 @@ def _nested_attrs(hint: Any) -> tuple[type | None, bool]:
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _nested_attrs(inner[0]) if len(inner) == 1 else (None, False)
-    if origin in (tuple, list) and args and (origin is list or len(args) == 2 and args[1] is Ellipsis):
+    if origin in (tuple, list) and args and (origin is list or (len(args) == 2 and args[1] is Ellipsis)):
         if isinstance(args[0], type) and attrs.has(args[0]):
             return args[0], True
     return None, False

@@ -43,7 +43,8 @@ def _check_required(cfg: RunConfig, plugins: PluginSet) -> None:
 def component_table(items: list[Resolved]) -> str:
     from facerep.cli import _table
 
-    return _table([(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items], ("config path", "kind", "component", "provided by"))
+    rows = [(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items]
+    return _table(rows, ("config path", "kind", "component", "provided by"))
 
 
 def resolved_params_table(items: list[Resolved]) -> str:

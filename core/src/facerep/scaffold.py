@@ -150,7 +150,9 @@ def new_plugin(kind: str, name: str, dest: str | Path, *, package: str | None = 
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"cannot create the plugin in {dest}: it is a file")
     if dest.is_dir() and any(dest.iterdir()):
-        raise ConfigError(f"cannot create the plugin in {dest}: the folder exists and is not empty (nothing was written; choose a new folder)")
+        raise ConfigError(
+            f"cannot create the plugin in {dest}: the folder exists and is not empty (nothing was written; choose a new folder)"
+        )
     _warn_if_installed(name)
     dest.mkdir(parents=True, exist_ok=True)
     for rel, text in files.items():

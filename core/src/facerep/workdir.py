@@ -82,7 +82,7 @@ def lock_work_dir(path: Path) -> None:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX: no locking, as before
         return
-    fh = open(path / LOCK_FILE, "a+")  # noqa: SIM115 - held open on purpose for the lock's lifetime
+    fh = open(path / LOCK_FILE, "a+")
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

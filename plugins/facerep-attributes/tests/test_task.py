@@ -58,7 +58,9 @@ def test_frozen_pooled_head_learns_celeba_attributes_from_a_tiny_vit():
     assert train.label_array("attributes").shape == (96, 40) and len(test) == 100
     assert train.label_array("identity").dtype == np.int64
     torch.manual_seed(0)
-    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(1, 3), model_kwargs={"depth": 4}))
+    vit = TimmBackbone(
+        TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(1, 3), model_kwargs={"depth": 4})
+    )
     task = FaceAttributes(AttributeParams(input_size=32))
     out = FrozenHead(FrozenHeadParams(epochs=30, min_steps=0, batch_size=32, lr=3e-3)).run(vit, task, train, test)
     assert out.history[-1]["loss"] < out.history[0]["loss"] - 0.1

@@ -19,7 +19,7 @@ def test_real_utkface_has_4000_parsable_faces():
     ds = UTKFace()
     assert len(ds) == 4000 and ds.skipped == 0
     first = sorted(UTK.iterdir())[0].name
-    age, gender, race = parse_name(first)
+    age, gender, _race = parse_name(first)
     s = ds[0]
     assert s.meta["age"] == age and s.attributes.tolist() == [gender] and s.image.shape == (200, 200, 3)
     assert 0.3 < ds.label_array("attributes").mean() < 0.7
@@ -31,7 +31,7 @@ def test_names_are_parsed_and_malformed_ones_named(tmp_path):
     ds = UTKFace(UTKFaceParams(root=str(tmp_path)))
     assert ds.label_array("attributes").ravel().tolist() == [1, 0] and ds[1].meta["race"] == "others"
     cv2.imwrite(str(tmp_path / "39_1_20170116.jpg.chip.jpg"), np.zeros((8, 8, 3), np.uint8))  # race missing
-    with pytest.raises(DataError, match="39_1_20170116.jpg.chip.jpg: name is not <age>_<gender"):
+    with pytest.raises(DataError, match=r"39_1_20170116\.jpg\.chip\.jpg: name is not <age>_<gender"):
         UTKFace(UTKFaceParams(root=str(tmp_path)))
     skipping = UTKFace(UTKFaceParams(root=str(tmp_path), on_error="skip"))
     assert len(skipping) == 2 and skipping.skipped == 1

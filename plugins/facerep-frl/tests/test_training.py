@@ -82,7 +82,8 @@ def test_swav_lowers_its_loss_on_held_out_views_without_collapse(frl_plugins, fa
 
 def test_moco_improves_instance_discrimination_on_held_out_views(frl_plugins, faces):
     torch.manual_seed(0)
-    obj = build_objective("frl.moco_v2", dict(queue_size=256, momentum=0.99, out_dim=32, hidden_dim=128, view_size=40), backbone="resnet10t")
+    params = dict(queue_size=256, momentum=0.99, out_dim=32, hidden_dim=128, view_size=40)
+    obj = build_objective("frl.moco_v2", params, backbone="resnet10t")
     held_out = _views(obj, faces[:BATCH], seed=999)
 
     def evaluate() -> tuple[float, torch.Tensor]:

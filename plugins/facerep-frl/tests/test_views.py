@@ -62,7 +62,7 @@ def test_aug_plus_gives_two_independent_views_of_the_configured_size():
 def test_without_augmentation_a_full_crop_is_the_resized_image():
     img = np.zeros((20, 20, 3), np.uint8)
     img[:, :10] = 200  # left half bright
-    v0, v1 = TwoViews(10, (1.0, 1.0), NO_COLOR)(Sample(image=img), np.random.default_rng(0))
+    v0, _v1 = TwoViews(10, (1.0, 1.0), NO_COLOR)(Sample(image=img), np.random.default_rng(0))
     assert v0[:, :4].min() >= 150 and v0[:, -4:].max() <= 50
     flipped = TwoViews(10, (1.0, 1.0), ColorAugment(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, flip_p=1.0))
     f0, _ = flipped(Sample(image=img), np.random.default_rng(0))

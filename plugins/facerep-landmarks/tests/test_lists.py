@@ -33,7 +33,7 @@ def test_aflw19_csv_box_and_box_normalised_nme(tmp_path):
     assert ds.landmarks.shape == (1, 19, 2) and ds.landmarks[0, 2].tolist() == [4.0, 5.0]
     assert ds.boxes()[0].tolist() == [50.0, 30.0, 150.0, 130.0]  # side = scale * 200
     gt = ds.landmarks.astype(float)
-    m = landmark_metrics(gt + [3.0, 4.0], gt, "19", 0.07, "box", ds.boxes())
+    m = landmark_metrics(gt + np.array([3.0, 4.0]), gt, "19", 0.07, "box", ds.boxes())
     assert m["nme_box"] == pytest.approx(5.0 / 100) and m["nme_diagonal"] == pytest.approx(5.0 / (100 * np.sqrt(2)))
     (tmp_path / "aflw.csv").write_text("image_name,scale\n")
     with pytest.raises(DataError, match=r"aflw.csv:1: header lacks"):

@@ -31,7 +31,7 @@ def test_nme_normalisers_by_hand():
     m = landmark_metrics(pred, gt, "68")
     assert m["nme_inter_ocular"] == pytest.approx(1.5 / 9) and m["nme_inter_pupil"] == pytest.approx(1.5 / 6)
     five = np.array([[[10.0, 10], [30, 10], [20, 20], [12, 30], [28, 30]]])
-    assert nme(five + [0, 2], five, normaliser(five, "inter_ocular", "5"))[0] == pytest.approx(0.1)
+    assert nme(five + np.array([0, 2]), five, normaliser(five, "inter_ocular", "5"))[0] == pytest.approx(0.1)
 
 
 def test_auc_and_failure_rate_by_hand():
@@ -77,7 +77,9 @@ def test_frozen_heatmap_head_learns_on_real_afw_faces():
     train = Subset(PtsFolder(PtsFolderParams(stop=237)), np.arange(0, 237, 6))
     test = Subset(PtsFolder(PtsFolderParams(start=237, split="test")), np.arange(0, 100, 5))
     torch.manual_seed(0)
-    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(0, 1, 2, 3), model_kwargs={"depth": 4}))
+    vit = TimmBackbone(
+        TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(0, 1, 2, 3), model_kwargs={"depth": 4})
+    )
     task = LandmarkAlignment(AlignmentParams(input_size=32, channels=32))
     head = task.build_head(vit, train, linear=False)
     assert isinstance(head, HeatmapHead)

@@ -65,7 +65,7 @@ def test_folder_missing_image_raises_or_is_skipped_and_counted(tmp_path):
         _pts(tmp_path / f"{name}.pts", pts if name != "c" else pts[:67])
         if name != "b":
             cv2.imwrite(str(tmp_path / f"{name}.jpg"), np.zeros((80, 80, 3), np.uint8))
-    with pytest.raises(DataError, match="b.pts: no image beside it"):
+    with pytest.raises(DataError, match=r"b\.pts: no image beside it"):
         PtsFolder(PtsFolderParams(root=str(tmp_path)))
     ds = PtsFolder(PtsFolderParams(root=str(tmp_path), on_error="skip"))
     assert len(ds) == 1 and ds.skipped == 2 and "c.pts:2: expected 68 points, the file has 67" in ds.problems[1]

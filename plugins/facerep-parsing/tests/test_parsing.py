@@ -122,7 +122,9 @@ def test_uperhead_from_mmseg_trains_on_real_faces_on_cpu():
     train = Subset(CelebAMaskHQ(), np.arange(8))
     test = Subset(CelebAMaskHQ(CelebAMaskParams(start=400, split="test")), np.arange(4))
     torch.manual_seed(0)
-    vit = TimmBackbone(TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(0, 1, 2, 3), model_kwargs={"depth": 4}))
+    vit = TimmBackbone(
+        TimmBackboneParams(model="vit_tiny_patch16_224", img_size=32, patch_size=8, layers=(0, 1, 2, 3), model_kwargs={"depth": 4})
+    )
     task = FaceParsing(ParsingParams(input_size=32, channels=32))
     head = task.build_head(vit, train, linear=False)
     assert isinstance(head, UPerParsingHead) and type(head.decode).__module__.startswith("mmseg.")

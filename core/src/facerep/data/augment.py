@@ -67,17 +67,17 @@ def sample_resized_crop_box(h: int, w: int, scale: Sequence[float], ratio: Seque
     for _ in range(10):
         target = area * rng.uniform(scale[0], scale[1])
         aspect = math.exp(rng.uniform(log_lo, log_hi))
-        cw = int(round(math.sqrt(target * aspect)))
-        ch = int(round(math.sqrt(target / aspect)))
+        cw = round(math.sqrt(target * aspect))
+        ch = round(math.sqrt(target / aspect))
         if 0 < cw <= w and 0 < ch <= h:
             y0 = int(rng.integers(0, h - ch + 1))
             x0 = int(rng.integers(0, w - cw + 1))
             return y0, x0, ch, cw
     in_ratio = w / h
     if in_ratio < min(ratio):
-        cw, ch = w, int(round(w / min(ratio)))
+        cw, ch = w, round(w / min(ratio))
     elif in_ratio > max(ratio):
-        ch, cw = h, int(round(h * max(ratio)))
+        ch, cw = h, round(h * max(ratio))
     else:
         ch, cw = h, w
     return (h - ch) // 2, (w - cw) // 2, ch, cw

@@ -53,7 +53,8 @@ class PretrainDDP(MMDistributedDataParallel):
         return _train_step(self.module, self, data, optim_wrapper)
 
 
-def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, Any], optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
+def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, Any],
+                optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
     hub = MessageHub.get_current_instance()
     step, max_steps = int(hub.get_info("iter", 0)), int(hub.get_info("max_iters", 1))
     views = model.prepare(data)

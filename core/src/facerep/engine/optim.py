@@ -14,7 +14,8 @@ from facerep.errors import ConfigError
 __all__ = ["build_optim_wrapper", "build_schedulers", "param_groups"]
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *, exclude: set[int] | None = None) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *,
+                 exclude: set[int] | None = None) -> list[dict[str, Any]]:
     """Two groups: parameters whose name contains a ``no_decay`` key (or that are 1-d) get no decay.
     Parameters whose ``id`` is in ``exclude`` (claimed by an objective's own groups) are left out."""
     decay, skip = [], []
@@ -87,5 +88,6 @@ def build_schedulers(cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:
         out.append(dict(type="CosineAnnealingLR", T_max=n - warm, eta_min=lr * s.final_factor, by_epoch=False, begin=warm, end=n))
     if s.final_weight_decay is not None and cfg.optimizer.weight_decay > 0:
         ratio = s.final_weight_decay / cfg.optimizer.weight_decay  # a ratio keeps no-decay groups at 0
-        out.append(dict(type="CosineAnnealingParamScheduler", param_name="weight_decay", T_max=n, eta_min_ratio=ratio, by_epoch=False, begin=0, end=n))
+        out.append(dict(type="CosineAnnealingParamScheduler", param_name="weight_decay", T_max=n, eta_min_ratio=ratio, by_epoch=False,
+                        begin=0, end=n))
     return out

@@ -26,8 +26,8 @@ from facerep.build import build, resolve
 from facerep.checkpoint import check_fits, export_backbone, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
 from facerep.config import RunConfig
 from facerep.engine.model import PretrainDDP, PretrainModel
-from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
+from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.stream import StreamSampler, ViewStream
 from facerep.errors import ConfigError
 from facerep.plugins import PluginSet
@@ -136,7 +136,8 @@ class RunStateHook(Hook):
         saved = {(p["name"], p["version"]) for p in meta.get("facerep_plugins", []) if p.get("status") == "loaded"}
         now = {(p["name"], p["version"]) for p in self.manifest if p.get("status") == "loaded"}
         if saved and saved != now:
-            runner.logger.warning(f"resuming with different plugins than the checkpoint was written with: saved {sorted(saved)}, now {sorted(now)}")
+            runner.logger.warning(f"resuming with different plugins than the checkpoint was written with: saved {sorted(saved)}, "
+                                  f"now {sorted(now)}")
 
 
 def _numpy_rng_plain() -> list[Any]:
@@ -214,7 +215,8 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         model = PretrainDDP(module=model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     if rank == 0:  # the effective batch and lr, before mmengine's logger exists
-        print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, device {device}, {t.precision}")
+        print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, "
+              f"device {device}, {t.precision}")
     if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
         check_fits(read_checkpoint(resume_from), model.module if world > 1 else model, resume_from)
     ckpt_every = t.checkpoint_every

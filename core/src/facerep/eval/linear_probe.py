@@ -115,7 +115,7 @@ def fit_probe(xtr: np.ndarray, ytr: np.ndarray, p: LinearProbeParams, n_out: int
     n_out = ytr.shape[1] if multilabel else int(n_out or ytr.max() + 1)
     rng = np.random.default_rng(p.seed)
     perm = rng.permutation(len(xtr))
-    n_val = max(1, int(round(p.val_fraction * len(xtr))))
+    n_val = max(1, round(p.val_fraction * len(xtr)))
     val, fit = perm[:n_val], perm[n_val:]
     xf, xv = standardize(xtr[fit], xtr[val], std_floor=p.std_floor)
     best, best_acc, wb = p.l2_grid[-1], -1.0, None

@@ -87,7 +87,7 @@ def _draw_samples(task: Any, test: Any, predictions: list[Any], path: Path, n: i
         img = draw(test[i], predictions[i])
         if img is None:
             return None
-        tiles.append(cv2.resize(img, (int(round(img.shape[1] * 192 / img.shape[0])), 192), interpolation=cv2.INTER_AREA))
+        tiles.append(cv2.resize(img, (round(img.shape[1] * 192 / img.shape[0]), 192), interpolation=cv2.INTER_AREA))
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(np.hstack(tiles), cv2.COLOR_RGB2BGR))
     return str(path)

@@ -139,7 +139,7 @@ class FaceAttributes(TaskBase):
 
     def draw(self, sample: Sample, prediction: Any) -> np.ndarray:
         """The face with its predicted-present attributes: green when right, red when wrong."""
-        img = np.ascontiguousarray(cv2.resize(sample.image, (192, int(round(192 * sample.image.shape[0] / sample.image.shape[1])))))
+        img = np.ascontiguousarray(cv2.resize(sample.image, (192, round(192 * sample.image.shape[0] / sample.image.shape[1]))))
         names = getattr(self, "names", ()) or tuple(str(i) for i in range(len(prediction)))
         for row, i in enumerate([i for i in range(len(prediction)) if prediction[i]][:10]):
             ok = sample.attributes is not None and sample.attributes[i] == prediction[i]

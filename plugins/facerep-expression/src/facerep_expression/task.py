@@ -53,7 +53,7 @@ class ExpressionClassification(TaskBase):
         img = sample.image
         if train:
             h, w = img.shape[:2]
-            side = int(round(min(h, w) * rng.uniform(*self.params.crop_scale)))
+            side = round(min(h, w) * rng.uniform(*self.params.crop_scale))
             y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
             img = img[y0 : y0 + side, x0 : x0 + side]
             if self.params.flip and rng.random() < 0.5:
@@ -72,7 +72,9 @@ class ExpressionClassification(TaskBase):
         return list(torch.stack([o.float() for o in outputs]).mean(0).argmax(1).numpy())
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
-        return classification_metrics(np.asarray(predictions), label_array(dataset, "expression"), dataset.info.class_names.get("expression", ()))
+        return classification_metrics(
+            np.asarray(predictions), label_array(dataset, "expression"), dataset.info.class_names.get("expression", ())
+        )
 
     def strata(self, dataset: FaceDataset) -> np.ndarray | None:
         return label_array(dataset, "expression")

@@ -43,7 +43,7 @@ def nme(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray) -> np.ndarray:
 def auc_fr(errors: np.ndarray, threshold: float, step: float = 1e-4) -> tuple[float, float]:
     """(AUC@threshold, FR@threshold) of per-image errors."""
     errors = np.asarray(errors, np.float64)
-    n = int(round(threshold / step))
+    n = round(threshold / step)
     n += n % 2  # Simpson needs an even number of intervals
     x = np.linspace(0.0, threshold, n + 1)
     ced = (errors[None, :] <= x[:, None]).mean(1)

@@ -129,7 +129,9 @@ class PtsFolder(_LandmarkSet):
             raise DataError(f"{root}: every one of the {len(pts_files)} .pts files was skipped, first: {self.problems[0]}")
         self.landmarks = np.stack(marks)
         scheme = str(p.points)
-        self.info = DatasetInfo(name=p.name, split=p.split, labels=("landmarks",), landmark_scheme=scheme, flip_pairs=FLIP_PAIRS.get(scheme, ()))
+        self.info = DatasetInfo(
+            name=p.name, split=p.split, labels=("landmarks",), landmark_scheme=scheme, flip_pairs=FLIP_PAIRS.get(scheme, ())
+        )
 
 
 def read_mtfl_list(path: Path) -> list[tuple[str, np.ndarray, dict[str, int]]]:

@@ -75,7 +75,7 @@ class LinearParsingHead(_Parsing):
         if features.layers:
             return {"grid": features.layers[-1]}
         b, n, d = features.tokens.shape
-        side = int(round(n**0.5))
+        side = round(n**0.5)
         return {"grid": features.tokens.transpose(1, 2).reshape(b, d, side, n // side)}
 
     def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -69,7 +69,10 @@ class FaceParsing(TaskBase):
         p, s = self.params, self.input_size
         h, w = sample.image.shape[:2]
         if train:
-            m = _matrix(h, w, s, rng.uniform(-p.rotation, p.rotation), 1 + rng.uniform(-p.scale, p.scale), tuple(rng.uniform(-p.shift, p.shift, 2)))
+            rot = rng.uniform(-p.rotation, p.rotation)
+            scale = 1 + rng.uniform(-p.scale, p.scale)
+            shift = tuple(rng.uniform(-p.shift, p.shift, 2))
+            m = _matrix(h, w, s, rot, scale, shift)
         else:
             m = _matrix(h, w, s)
         image = warp(sample.image, m, s)

@@ -1,0 +1,31 @@
+"""The reference tables in docs/reference.md are generated from the config classes; they must not drift."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_reference_tables_match_the_config_classes():
+    script = runpy.run_path(str(ROOT / "scripts" / "render_reference.py"))
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert script["render"](text) == text, "docs/reference.md is out of date: run python scripts/render_reference.py"
+    assert "log_backends" in text and "lr_reference_batch" in text and "backbone_layers" in text
+
+
+def test_the_readme_run_config_is_valid(tmp_path, capsys):
+    """The README's example config resolves (every component, every parameter) with the installed plugins."""
+    import re
+
+    import pytest
+
+    from facerep.cli import main
+
+    pytest.importorskip("facerep_frl")
+    block = re.search(r"```yaml\n(name: swav_faces.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "the README's run config example is gone"
+    (tmp_path / "readme.yaml").write_text(block.group(1))
+    assert main(["run", str(tmp_path / "readme.yaml"), "--dry-run"]) == 0, capsys.readouterr().err
+    assert "frl.swav" in capsys.readouterr().out
