@@ -27,7 +27,8 @@ def _install(session: nox.Session, *packages: str) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    extras = [f"-e{p}" for p in ["core[tensorboard]", *(f"plugins/{n}" for n in PLUGINS), "integration_tests/plugins/facerep-example-objective"]]
+    packages = ["core[tensorboard]", *(f"plugins/{n}" for n in PLUGINS), "integration_tests/plugins/facerep-example-objective"]
+    extras = [f"-e{p}" for p in packages]
     _install(session, *extras)
     session.run("pytest", *session.posargs)
 
@@ -50,7 +51,7 @@ def plugin(session: nox.Session, plugin: str) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     session.install("ruff==0.14.0")
-    session.run("ruff", "check", "core", "plugins", "integration_tests", "benchmarks")
+    session.run("ruff", "check", "core", "plugins", "integration_tests", "benchmarks", "scripts", "noxfile.py")
 
 
 @nox.session(python="3.11")

@@ -152,3 +152,15 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(tmp_path, capsys, 
     before = foreign.read_bytes(), (tmp_path / "b" / "iter_2.pth").read_bytes()
     _fails(capsys, ["run", cfg, "--work-dir", tmp_path / "b", "--resume", foreign], 3, "does not fit this run's model", "objective.")
     assert (foreign.read_bytes(), (tmp_path / "b" / "iter_2.pth").read_bytes()) == before
+
+
+def test_an_evaluation_never_replaces_a_pretraining_run(tmp_path, capsys, local_plugins):
+    run_cfg = _write(tmp_path / "run.yaml", RUN)
+    wd = tmp_path / "wd"
+    assert main(["run", str(run_cfg), "--work-dir", str(wd)]) == 0
+    before = {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()}
+    ev = _write(tmp_path / "ev.yaml", EVAL)
+    for extra in ([], ["--overwrite"]):
+        _fails(capsys, ["eval", ev, "--weights", wd / "backbone.safetensors", "--work-dir", wd, *extra], 2,
+               "holds a pretraining run", "another --work-dir")
+    assert {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()} == before

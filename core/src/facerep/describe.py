@@ -69,7 +69,7 @@ def _describe(cls: type, prefix: str, stack: set[type]) -> list[FieldDoc]:
         name = f"{prefix}{a.name}"
         hint = hints.get(a.name, a.type)
         nested, many = _nested_attrs(hint)
-        rows.append(FieldDoc(name, _type_text(a.type), _default_text(a), docs.get(a.name, ""), _check_text(a.validator)))
+        rows.append(FieldDoc(name, _type_text(hint), _default_text(a), docs.get(a.name, ""), _check_text(a.validator)))
         if nested is not None and nested not in stack:
             rows += _describe(nested, f"{name}[]." if many else f"{name}.", stack | {cls, nested})
     return rows
@@ -223,7 +223,11 @@ def _type_text(t: Any) -> str:
         return t
     if isinstance(t, type) and not typing.get_args(t):
         return t.__qualname__
-    return re.sub(r"\b(typing|collections\.abc|builtins)\.", "", repr(t)).replace("NoneType", "None")
+    # the same text whether attrs holds the annotation as a string or (after cattrs resolved it) as a
+    # type: module paths dropped (``tuple[facerep.config.EvalConfig, ...]`` -> ``tuple[EvalConfig, ...]``)
+    parts = re.split(r"('[^']*'|\"[^\"]*\")", repr(t))  # quoted Literal values stay as they are
+    text = "".join(p if i % 2 else re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*)", "", p) for i, p in enumerate(parts))
+    return text.replace("NoneType", "None")
 
 
 def _default_text(a: attrs.Attribute) -> str:

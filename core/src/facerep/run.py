@@ -121,7 +121,7 @@ def _resume_checkpoint(out: Path, cfg: RunConfig, resume: bool | str) -> Path:
     return latest_checkpoint(out)
 
 
-def _claim_work_dir(out: Path, *, resume: bool | str, overwrite: bool, rank: int) -> bool:
+def _claim_work_dir(out: Path, *, resume: bool | str, overwrite: bool, rank: int, pretraining: bool) -> bool:
     """Create and lock the work dir; refuse one holding another run unless resuming/overwriting.
     Returns whether an earlier run's files are to be replaced (once the new run starts)."""
     from facerep.workdir import holds_run, lock_work_dir, make_work_dir, remove_temporary
@@ -132,6 +132,9 @@ def _claim_work_dir(out: Path, *, resume: bool | str, overwrite: bool, rank: int
     lock_work_dir(out)
     remove_temporary(out)
     found = holds_run(out)
+    trained = [n for n in found if n.endswith(".pth") or n == "backbone.safetensors"]
+    if trained and not pretraining:  # even --overwrite: an evaluation must not delete trained weights
+        raise ConfigError(f"work dir {out} holds a pretraining run ({', '.join(trained[:3])}); write the evaluation to another --work-dir")
     if found and not resume and not overwrite:
         raise ConfigError(
             f"work dir {out} already holds a run ({', '.join(found[:4])}); continue it with --resume, "
@@ -177,7 +180,7 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
     # evaluation runs on rank 0 only; under torchrun the group starts (and ends) inside pretraining
     rank = dist.rank() if dist.is_distributed() else int(os.environ.get("RANK", "0"))
     try:
-        replace = _claim_work_dir(out, resume=resume, overwrite=overwrite, rank=rank)
+        replace = _claim_work_dir(out, resume=resume, overwrite=overwrite, rank=rank, pretraining=cfg.objective is not None)
         return _run_in(out, cfg, plugins, rank=rank, resume=resume, stop_after=stop_after, replace=replace, verbose=verbose)
     finally:
         from facerep.workdir import release_work_dir

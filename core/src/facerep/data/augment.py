@@ -6,6 +6,8 @@ MoCo-v2 "aug-plus", SwAV multi-crop) were specified with torchvision. Every rand
 from an explicit ``rng: np.random.Generator``, never from global state, so a view pipeline seeded
 per sample is reproducible whatever the worker count.
 
+These helpers are public API: plugins may rely on them (see docs/plugin-authoring.md, "What you may rely on").
+
 Also here: :func:`decode_image` (a front for :func:`facerep.data.io.decode_image`, where image files are read).
 """
 
