@@ -82,7 +82,9 @@ def test_every_bad_field_is_reported_not_just_the_first():
 
 def test_wrong_types_name_the_path():
     assert re.search(r"^  train\.max_steps: ValueError: invalid literal for int\(\) .*'ten'", _error({"train": {"max_steps": "ten"}}), re.M)
-    assert "train.optimizer.lr: ValueError: expected a number, got True" in _error({"train": {"optimizer": {"lr": True}}})
+    assert "train.optimizer.lr: expected a number, got True" in _error({"train": {"optimizer": {"lr": True}}})
+    assert "train.optimizer.lr: expected a number, got 'fast'" in _error({"train": {"optimizer": {"lr": "fast"}}})
+    assert "train.optimizer.lr: expected a number, got [0.1]" in _error({"train": {"optimizer": {"lr": [0.1]}}})
     assert "train.precision:" in _error({"train": {"precision": "fp8"}}) and "fp8" in _error({"train": {"precision": "fp8"}})
     assert "train.optimizer.betas:" in _error({"train": {"optimizer": {"betas": [0.9]}}})
     assert "evaluate.0:" in _error({"evaluate": ["core.knn"]})

@@ -380,9 +380,12 @@ _SEQUENCE_TYPES = (tuple, list, set, frozenset, collections.abc.Sequence, collec
 
 
 def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FieldError(f"expected a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:  # "abc"
+        raise FieldError(f"expected a number, got {value!r}") from None
 
 
 def _to_int(value: Any) -> int:
