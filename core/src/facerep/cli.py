@@ -130,6 +130,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from facerep.bench import run_bench
+
+    run_bench(args.suite, overrides=args.override or [], work_dir=args.work_dir, dry_run=args.dry_run)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from facerep.eval.report import render_report
 
@@ -247,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the results the work dir already holds (otherwise refused)")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("bench", help="pretrain every method of a suite on one budget, evaluate all rows, write the leaderboard")
+    p.add_argument("suite", help="a bench suite YAML (methods, budget, evaluate, baselines); see docs/bench.md")
+    p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a suite field, e.g. -o budget.steps=50")
+    p.add_argument("--work-dir", help="output folder (default: the suite's work_dir or work_dirs/bench/<name>)")
+    p.add_argument("--dry-run", action="store_true", help="print the stages (and which are done) and stop")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("report", help="render results.md and the plots of an evaluation work dir again")
     p.add_argument("work_dir")
     p.set_defaults(func=cmd_report)
@@ -268,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "show", "run", "eval", "report", "data"):
+    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "show", "run", "eval", "bench", "report", "data"):
         # only then are plugin commands needed (they would otherwise cost discovery on --help)
         from facerep.plugins import get_plugins
 
