@@ -75,3 +75,14 @@ def test_bench_killed_mid_pretraining_resumes_without_redoing_finished_work(tmp_
     assert board["steps"] == {"moco": 8, "vicreg": 8}
     log = "".join(p.read_text() for p in wd.glob("pretrain/vicreg-*/*/*.log"))
     assert log.count("Iter(train) [1/8]") == 1 and "Iter(train) [8/8]" in log
+
+
+def test_the_cpu_suite_resolves_every_method_evaluation_and_baseline(tmp_path, capsys):
+    from facerep.cli import main
+
+    suite = Path(__file__).resolve().parents[1] / "configs" / "bench" / "cpu_suite.yaml"
+    assert main(["bench", str(suite), "--dry-run", "--work-dir", str(tmp_path / "b")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for row in ("MoCo-v2", "SwAV", "VICReg (example plugin)", "random init", "raw pixels 24x24 grey"):
+        assert f"  {row}  " in out
+    assert out.count("pretrain ") == 3 and out.count("eval ") == 5

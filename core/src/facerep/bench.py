@@ -128,6 +128,13 @@ def load_suite(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) ->
     return suite
 
 
+def _locate(ref: str, base: Path) -> Path:
+    """A config named in a suite: relative to the suite's folder (like ``base:``), else a path from
+    the working directory or a plugin preset."""
+    local = base / ref
+    return local if not Path(ref).is_absolute() and local.is_file() else find_config(ref)
+
+
 def _key(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -166,8 +173,8 @@ class _State:
         atomic_write_text(self.path, json.dumps(self.data, indent=2))
 
 
-def _method_config(method: BenchMethod, suite: BenchSuite, where: str) -> dict[str, Any]:
-    raw = apply_overrides(read_yaml(find_config(method.config)), method.overrides)
+def _method_config(method: BenchMethod, suite: BenchSuite, where: str, base: Path) -> dict[str, Any]:
+    raw = apply_overrides(read_yaml(_locate(method.config, base)), method.overrides)
     raw.pop("evaluate", None)  # the suite evaluates every row the same way
     raw.pop("work_dir", None)
     raw["compare_random_init"] = False
@@ -202,12 +209,14 @@ def _calibrate(raw: dict[str, Any], bench_dir: Path, row: str, plugins: PluginSe
     return (time.perf_counter() - start) / steps
 
 
-def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, *, calibrate: bool = True) -> list[_Stage]:
-    """The stages of the suite, in order, with their work dirs and configs written to disk."""
+def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, *, calibrate: bool = True,
+         base: Path = Path()) -> list[_Stage]:
+    """The stages of the suite, in order, with their work dirs and configs written to disk.
+    ``base``: the suite file's folder (relative config paths in the suite start there)."""
     versions = _plugin_versions(plugins)
     configs = bench_dir / "configs"
     configs.mkdir(parents=True, exist_ok=True)
-    eval_raw = apply_overrides(read_yaml(find_config(suite.evaluate)), suite.evaluate_overrides)
+    eval_raw = apply_overrides(read_yaml(_locate(suite.evaluate, base)), suite.evaluate_overrides)
     evaluate = eval_raw.get("evaluate")
     if not evaluate:
         raise ConfigError(f"evaluate: {suite.evaluate} has no 'evaluate' entries")
@@ -216,7 +225,7 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
     backbones: dict[str, dict[str, Any]] = {}
     for i, method in enumerate(suite.methods):
         where = f"methods.{i}"
-        raw = _method_config(method, suite, where)
+        raw = _method_config(method, suite, where, base)
         batch = int(raw.get("train", {}).get("batch_size", 32))
         b = suite.budget
         if b.steps is not None:
@@ -226,8 +235,8 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
         else:
             seen = state.data["calibrated_steps"].get(method.name)
             if seen is None:
-                if not calibrate:
-                    seen = 0
+                if not calibrate:  # --dry-run: validate with one step; the real count comes from calibration
+                    seen = 1
                 else:
                     print(f"[bench] calibrating {method.name}: seconds per step for a {b.minutes:g}-minute budget", flush=True)
                     seen = max(1, int(b.minutes * 60 / _calibrate(raw, bench_dir, method.name, plugins)))
@@ -246,7 +255,7 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
         pre_dir = bench_dir / "pretrain" / f"{_slug(method.name)}-{key}"
         stages.append(_Stage("pretrain", method.name, pre_dir, cfg_path, steps=steps))
         eval_data = {"name": f"{suite.name}/{method.name}", "seed": suite.seed, "evaluate": evaluate}
-        stage = _eval_stage(method.name, eval_data, {"weights_of": key}, bench_dir, versions, pre_dir / "backbone.safetensors")
+        stage = _eval_stage(method.name, eval_data, {"weights_of": key}, bench_dir, plugins, pre_dir / "backbone.safetensors")
         stage.random_row = _key(data["backbone"])  # replaced by the row's label below
         stages.append(stage)
         backbones.setdefault(_key(data["backbone"]), data["backbone"])
@@ -265,7 +274,7 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
         baseline_rows.append((label, {"name": "core.pixels", "params": {"size": px.size, "grey": px.grey}}))
     for label, backbone in baseline_rows:
         eval_data = {"name": f"{suite.name}/{label}", "seed": suite.seed, "backbone": backbone, "evaluate": evaluate}
-        stages.append(_eval_stage(label, eval_data, {"backbone": backbone}, bench_dir, versions, None))
+        stages.append(_eval_stage(label, eval_data, {"backbone": backbone}, bench_dir, plugins, None))
     return stages
 
 
@@ -274,7 +283,13 @@ def _backbone_label(backbone: dict[str, Any]) -> str:
     return str(params.get("model") or backbone.get("name"))
 
 
-def _eval_stage(row: str, eval_data: dict[str, Any], what: dict[str, Any], bench_dir: Path, versions: Any, weights: Path | None) -> _Stage:
+def _eval_stage(row: str, eval_data: dict[str, Any], what: dict[str, Any], bench_dir: Path, plugins: PluginSet,
+                weights: Path | None) -> _Stage:
+    versions = _plugin_versions(plugins)
+    try:  # the evaluation's components (and a baseline's backbone) checked before anything runs
+        resolve_run(structure(eval_data, RunConfig, source=f"evaluation of {row}"), plugins)
+    except FacerepError as exc:
+        raise type(exc)(f"evaluation of {row}: {exc}") from None
     key = _key({"evaluate": eval_data["evaluate"], "seed": eval_data["seed"], **what, "plugins": versions})
     cfg_path = bench_dir / "configs" / f"eval_{_slug(row)}-{key}.yaml"
     cfg_path.write_text(yaml.safe_dump(eval_data, sort_keys=False))
@@ -315,7 +330,7 @@ def run_bench(path: str | Path, *, overrides: tuple[str, ...] | list[str] = (), 
     lock_work_dir(bench_dir)
     try:
         state = _State(bench_dir / "bench_state.json")
-        stages = plan(suite, bench_dir, plugins, state, calibrate=not dry_run)
+        stages = plan(suite, bench_dir, plugins, state, calibrate=not dry_run, base=Path(path).parent)
         _print_plan(stages)
         if dry_run:
             return {"stages": stages}
