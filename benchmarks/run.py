@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import Result
 
 DEFAULT_THREADS = 2
-GROUPS = ("views", "losses", "train step")
+GROUPS = ("views", "losses", "train step", "bf16 curve")
 
 
 def _cpu_name() -> str:
@@ -81,6 +81,7 @@ def _set_threads(n: int) -> None:
 
 def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], list[Result]]]]:
     """(group name, its torch threads, thunk returning its rows), in run order."""
+    import bench_bf16_curve
     import bench_losses
     import bench_train_step
     import bench_views
@@ -105,8 +106,10 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
 
     def losses() -> list[Result]:
         w, r = l_reps
+        shapes = [(256, 3000)] if quick else [(64, 300), (128, 1000), (256, 3000)]
+        rows = [row for b, k in shapes for row in bench_losses.bench_sinkhorn(batch=b, n_protos=k, warmup=w, reps=r)]
         return [
-            bench_losses.bench_sinkhorn(batch=256, n_protos=3000, warmup=w, reps=r),
+            *rows,
             bench_losses.bench_swav_loss(batch=256, n_protos=3000, n_high=2, n_low=6, warmup=w, reps=r),
             bench_losses.bench_infonce(batch=256, queue_size=8192, dim=128, warmup=w, reps=r),
         ]
@@ -122,7 +125,12 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
         shape = f"timm resnet18, batch {batch}, 2x64 + 4x32 crops, projector 512-512-128, K=300"
         return bench_train_step.bench_swav_step(setup, variants=variants, warmup=w, reps=r, shape=shape)
 
-    return [("views", 1, views), ("losses", threads, losses), ("train step", threads, train_step)]
+    def bf16_curve() -> list:
+        # full: 200 steps of the step benchmark's configuration at batch 64; quick: 40 steps at batch 16
+        batch, steps, window = (16, 40, 10) if quick else (64, 200, 20)
+        return [bench_bf16_curve.bench_bf16_curve(batch=batch, steps=steps, window=window)]
+
+    return [("views", 1, views), ("losses", threads, losses), ("train step", threads, train_step), ("bf16 curve", threads, bf16_curve)]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -130,7 +138,7 @@ def _fmt_time(seconds: float) -> str:
     return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
 
 
-def markdown(results: list[Result], header: dict[str, str]) -> str:
+def markdown(results: list[Result], header: dict[str, str], checks: list | None = None) -> str:
     lines = [
         f"facerep vs lightly, {header['date']}: {header['machine']}; {header['mode']} pass; "
         f"torch {header['torch']}, lightly {header['lightly']}.",
@@ -144,8 +152,18 @@ def markdown(results: list[Result], header: dict[str, str]) -> str:
     ]
     for r in results:
         lines.append(f"| {r.name} | {r.unit} | {_fmt_time(r.facerep_s)} | {_fmt_time(r.lightly_s)} | {r.ratio:.2f} | {r.check} |")
+    if checks:
+        lines += [
+            "",
+            "Checks (not timings): bf16 autocast against fp32, same run, same seed, weights and batches.",
+            "",
+            "| check | mean abs diff of moving averages | fp32 step-to-step noise | diff <= noise | start fp32 / bf16 | end fp32 / bf16 "
+            "| step time fp32 / bf16 |",
+            "|---|---:|---:|---|---:|---:|---:|",
+        ]
+        lines += [c.markdown_row() for c in checks]
     lines += ["", "Notes (what is compared, conditions):", ""]
-    lines += [f"{i}. {r.note}" for i, r in enumerate(results, 1)]
+    lines += [f"{i}. {r.note}" for i, r in enumerate([*results, *(checks or [])], 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -180,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         **_versions(),
     }
     results: list[Result] = []
+    checks: list = []  # bench_bf16_curve.CurveCheck rows
     t0 = time.perf_counter()
     for group, threads, run in benchmarks(args.quick, args.threads):
         if args.only and group not in args.only:
@@ -189,16 +208,17 @@ def main(argv: list[str] | None = None) -> int:
         rows = run()
         for r in rows:
             r.note += f"; {threads} thread{'s' if threads > 1 else ''}"
-        results += rows
+        results += [r for r in rows if isinstance(r, Result)]
+        checks += [r for r in rows if not isinstance(r, Result)]
         print(f"[{group}: {time.perf_counter() - g0:.1f} s]", file=sys.stderr)
     header["seconds"] = f"{time.perf_counter() - t0:.1f}"
     header["load_after"] = _load()
-    md = markdown(results, header)
+    md = markdown(results, header, checks)
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.md").write_text(md)
-        payload = {"header": header, "results": [r.to_json() for r in results]}
+        payload = {"header": header, "results": [r.to_json() for r in results], "checks": [c.to_json() for c in checks]}
         (args.out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
         print(f"wrote {args.out / 'results.json'} and {args.out / 'results.md'}", file=sys.stderr)
     return 0
