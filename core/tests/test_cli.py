@@ -102,10 +102,11 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
     out = res.stdout
     for kind in ("datasets", "backbones", "objectives", "heads", "tasks", "protocols"):
         assert re.search(rf"^{kind} \(\d+\)$", out, re.M), kind
-    assert re.search(r"^backbones \(1\)\nname\s+provided by\s+summary\n[- ]+\ncore\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
+    assert re.search(r"^backbones \(2\)\nname\s+provided by\s+summary\n[- ]+\ncore\.pixels\s+facerep-core 0\.1\.0\s+parameter-free.*\n"
+                     r"core\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("core.")}
-    assert set(rows) == {"core.image_folder", "core.synthetic", "core.timm", "core.knn", "core.linear_probe", "core.frozen_head",
-                         "core.finetune"}
+    assert set(rows) == {"core.image_folder", "core.synthetic", "core.pixels", "core.timm", "core.knn", "core.linear_probe",
+                         "core.frozen_head", "core.finetune"}
     assert all("facerep-core 0.1.0" in line for line in rows.values())
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))

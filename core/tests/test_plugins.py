@@ -85,7 +85,7 @@ def test_components_are_namespaced_by_entry_point_name_and_credit_the_distributi
     assert spec.target == "facerep.testing.toy:ToyContrastive" and spec.summary == "toy summary"
     assert _statuses(plugins) == {"core": "loaded", "alpha": "loaded"}
     # core registers through the same hooks, under its own namespace
-    assert {s.name for s in plugins.registry.specs("backbone")} == {"core.timm"}
+    assert {s.name for s in plugins.registry.specs("backbone")} == {"core.pixels", "core.timm"}
     assert plugins.registry.specs("backbone")[0].dist == "facerep-core"
 
 
@@ -228,7 +228,7 @@ def test_a_distribution_claiming_core_is_skipped_and_core_stays(entry_point):
             "facerep-core 0.1.0 and fake-core 9.9; 'core' is reserved for facerep-core; uninstall the other distribution")):
         plugins = load_plugins(entry_points=[c])
     assert [(r.name, r.dist, r.status) for r in plugins.records] == [("core", "facerep-core", "loaded"), ("core", "fake-core", "collision")]
-    assert {s.name for s in plugins.registry.specs("backbone")} == {"core.timm"}
+    assert {s.name for s in plugins.registry.specs("backbone")} == {"core.pixels", "core.timm"}
     assert plugins.registry.specs("objective") == []  # no "core.z"
     # core is loaded, so an unknown core.* name is an ordinary unknown name
     with pytest.raises(ComponentNotFoundError, match=r"^unknown objective 'core.z'\. Registered objectives: none"):

@@ -14,6 +14,8 @@ def facerep_plugin_info() -> dict[str, str]:
 def facerep_register(registrar) -> None:
     registrar.backbone("timm", "facerep.backbones.timm_backbone:TimmBackbone", params="facerep.backbones.timm_backbone:TimmBackboneParams",
                        summary="any timm ViT or CNN by name")
+    registrar.backbone("pixels", "facerep.backbones.pixels:PixelBackbone", params="facerep.backbones.pixels:PixelsParams",
+                       summary="parameter-free baseline: area-resized raw pixels (grey 24x24 by default)")
     registrar.dataset("image_folder", "facerep.data.folder:ImageFolder", params="facerep.data.folder:ImageFolderParams",
                       summary="images under one or more folders; labels from class sub-folders or none")
     registrar.dataset("synthetic", "facerep.data.synthetic:build_synthetic", params="facerep.data.synthetic:SyntheticParams",

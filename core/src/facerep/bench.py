@@ -352,7 +352,8 @@ def run_bench(path: str | Path, *, overrides: tuple[str, ...] | list[str] = (), 
             rows.append({"row": stage.row, "kind": kind, "records": records, "work_dir": str(stage.work_dir),
                          "random_row": stage.random_row})
         steps = {s.row: s.steps for s in stages if s.kind == "pretrain"}
-        board = write_leaderboard(bench_dir, suite.name, rows, budget=unstructure(suite.budget), steps=steps,
+        budget = {k: v for k, v in unstructure(suite.budget).items() if v is not None}
+        board = write_leaderboard(bench_dir, suite.name, rows, budget=budget, steps=steps,
                                   seconds=round(time.perf_counter() - start, 1))
         print("\n" + (bench_dir / "leaderboard.md").read_text())
         return board

@@ -1,5 +1,10 @@
 """Linear probe: frozen backbone, standardised pooled features, L2-regularised linear classifier.
 
+What the probe reads is its ``readout``: the pooled vector (default), or a layout-keeping
+readout of the backbone's configured intermediate layers (``Features.layers``): ``grid<k>`` (each
+layer average-pooled to a k x k grid, flattened and concatenated), ``layers_mean`` (the global mean
+of each layer) or, for ViTs, ``cls_mean`` (per layer its CLS token and mean patch token).
+
 The L2 weight is chosen on a seeded validation split of the *training* data, then the classifier
 is refit on the whole training split and scored once on the test split (which is never used for
 any choice). Single-label targets get multinomial logistic regression (accuracy); multi-label 0/1
@@ -9,6 +14,7 @@ Fitting is full-batch L-BFGS on the extracted features, which is exact and fast 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import attrs
@@ -16,11 +22,38 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facerep.config import FieldError
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
 from facerep.protocols import Backbone, FaceDataset, Task
+from facerep.types import Features
 
-__all__ = ["FittedProbe", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe", "probe_features", "standardize"]
+__all__ = ["READOUTS", "FittedProbe", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe", "probe_features", "readout",
+           "standardize"]
+
+#: The probe's readouts (``grid<k>`` for any k >= 1, e.g. ``grid2``, ``grid4``).
+READOUTS = ("pooled", "grid<k>", "layers_mean", "cls_mean")
+_GRID = re.compile(r"grid([1-9][0-9]*)")
+
+
+class ReadoutError(FieldError, ConfigError):
+    """An unknown readout name: a field error in config files, a ConfigError when built in code."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, field="readout")
+        self.args = (f"protocol.params.readout: {message}",)
+
+
+def _readout_problem(name: Any) -> str | None:
+    if isinstance(name, str) and (name in ("pooled", "layers_mean", "cls_mean") or _GRID.fullmatch(name)):
+        return None
+    return f"unknown readout {name!r}; choose pooled, grid<k> (k >= 1, e.g. grid2, grid4), layers_mean or cls_mean"
+
+
+def _check_readout(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    problem = _readout_problem(value)
+    if problem:
+        raise ReadoutError(problem)
 
 
 @attrs.frozen
@@ -39,6 +72,36 @@ class LinearProbeParams:
     device: str = "auto"
     #: AdamW lr of the linear head of tasks without a ``probe_label`` (trained on frozen features).
     head_lr: float = 1e-2
+    #: What the closed-form probe reads: ``pooled`` (the backbone's pooled vector), ``grid<k>``
+    #: (every configured intermediate layer average-pooled to k x k, flattened, concatenated),
+    #: ``layers_mean`` (global mean of every configured layer) or ``cls_mean`` (ViTs: per layer the
+    #: CLS token and the mean patch token). All but ``pooled`` need the backbone's ``layers``
+    #: (``backbone.params.layers`` or the entry's ``backbone_layers``).
+    readout: str = attrs.field(default="pooled", validator=_check_readout)
+
+
+def readout(features: Features, name: str = "pooled") -> torch.Tensor:
+    """``(B, D)`` probe input of ``features`` under the readout ``name`` (see :class:`LinearProbeParams`)."""
+    problem = _readout_problem(name)
+    if problem:
+        raise ConfigError(f"protocol.params.readout: {problem}")
+    if name == "pooled":
+        return features.pooled
+    maps = list(features.layers)
+    if not maps:
+        raise ConfigError(f"protocol.params.readout: {name!r} reads the backbone's intermediate layers but it returned none "
+                          "(configure them: backbone.params.layers or the evaluate entry's backbone_layers)")
+    if name == "layers_mean":
+        parts = [m.float().mean((2, 3)) for m in maps]
+    elif name == "cls_mean":
+        if len(features.layer_cls) != len(maps):
+            raise ConfigError(f"protocol.params.readout: 'cls_mean' needs a CLS token per layer (ViT backbones); this backbone gives "
+                              f"{len(features.layer_cls)} for {len(maps)} layers (use layers_mean or grid<k>)")
+        parts = [t for cls, m in zip(features.layer_cls, maps, strict=True) for t in (cls.float(), m.float().mean((2, 3)))]
+    else:
+        k = int(_GRID.fullmatch(name)[1])  # type: ignore[index]
+        parts = [F.adaptive_avg_pool2d(m.float(), k).flatten(1) for m in maps]
+    return torch.cat(parts, 1)
 
 
 def feature_stats(train: np.ndarray, std_floor: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
@@ -145,12 +208,14 @@ def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.nd
 
 @torch.no_grad()
 def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: LinearProbeParams) -> tuple[list[np.ndarray], list[dict]]:
-    """Pooled features of every test view of every prepared (test-mode) image (reused within a
-    :func:`~facerep.eval.protocols.feature_cache`)."""
+    """Probe features (``p.readout``, pooled for params without one) of every test view of every
+    prepared (test-mode) image (reused within a :func:`~facerep.eval.protocols.feature_cache`,
+    keyed by the readout)."""
     from facerep.eval.protocols import PreparedData, _autocast, _loader, cached_rows
 
+    name = getattr(p, "readout", "pooled")
     backbone.eval()
-    device = next(backbone.parameters()).device
+    device = _device(backbone)
 
     def compute(data: FaceDataset) -> tuple[list, list]:
         rows: list = []
@@ -159,19 +224,30 @@ def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: Linear
             views = []
             for x in task.test_views(images):
                 with _autocast(device, p.precision):
-                    views.append(backbone(backbone.preprocess(x.to(device))).pooled.float().cpu().numpy())
+                    views.append(readout(backbone(backbone.preprocess(x.to(device))), name).float().cpu().numpy())
             rows.extend(np.stack([v[j] for v in views]) for j in range(len(images)))
             metas.extend(meta)
         return rows, metas
 
-    rows, metas = cached_rows(dataset, ("pooled", id(backbone), p.precision), compute)
+    if name == "pooled":
+        key: tuple = ("pooled", id(backbone), p.precision)  # shared with the k-NN probe
+    else:  # the layers a readout reads can change between entries: key by them too
+        key = ("readout", name, tuple(getattr(getattr(backbone, "params", None), "layers", ()) or ()), id(backbone), p.precision)
+    rows, metas = cached_rows(dataset, key, compute)
     stacked = np.stack(rows)  # (N, views, D)
     return [stacked[:, v] for v in range(stacked.shape[1])], metas
 
 
+def _device(backbone: Backbone) -> torch.device:
+    for tensor in (*backbone.parameters(), *backbone.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 class LinearProbe:
-    """Closed-form probe on pooled features for tasks with a ``probe_label``; other tasks get their
-    linear head trained on frozen features (``build_head(..., linear=True)``)."""
+    """Closed-form probe on pooled features (or another ``readout``) for tasks with a
+    ``probe_label``; other tasks get their linear head trained on frozen features
+    (``build_head(..., linear=True)``, which reads what the task's head selects)."""
 
     name = "linear_probe"
 
@@ -186,6 +262,9 @@ class LinearProbe:
         if isinstance(task, str):  # a bare label field: classify it from the whole image
             task = LabelTask(task, train, p.image_size)
         if task.probe_label is None:
+            if p.readout != "pooled":
+                raise ConfigError(f"protocol.params.readout: {p.readout!r} applies to the closed-form probe of classification tasks; "
+                                  f"task {task.name} has no probe_label (its linear head reads its own features): use 'pooled'")
             # a linear map on raw (unstandardised) features: a larger step than the nonlinear heads' 1e-3
             frozen = FrozenHeadParams(batch_size=min(p.batch_size, 64), lr=p.head_lr, num_workers=p.num_workers, precision=p.precision,
                                       seed=p.seed, device=p.device)
