@@ -48,15 +48,22 @@ ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview
 # --- text ----------------------------------------------------------------------------------------
 
 
-def _read_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
+@contextlib.contextmanager
+def _file_errors(path: str | os.PathLike[str], what: str = "file") -> Iterator[None]:
+    """OS errors of opening or reading ``path`` as one DataError naming it."""
     try:
-        return Path(path).read_bytes()
+        yield
     except FileNotFoundError:
         raise DataError(f"{os.fspath(path)}: {what} not found") from None
     except IsADirectoryError:
         raise DataError(f"{os.fspath(path)}: is a folder, expected a {what}") from None
     except OSError as exc:
         raise DataError(f"{os.fspath(path)}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def _read_bytes(path: str | os.PathLike[str], what: str = "file") -> bytes:
+    with _file_errors(path, what):
+        return Path(path).read_bytes()
 
 
 def _not_utf8(path: str | os.PathLike[str], line: int, byte: int, offset: int) -> DataError:
@@ -104,14 +111,8 @@ def open_text(path: str | os.PathLike[str]) -> Iterator[Iterator[str]]:
     """``with open_text(path) as lines: csv.reader(lines)``: the file's lines (UTF-8, BOM dropped,
     line endings kept as with ``newline=""``), decoded one at a time so that a large CSV is not
     held in memory twice. Errors are those of :func:`read_text`, raised at the bad line."""
-    try:
+    with _file_errors(path):
         fh = open(path, "rb")  # closed in the finally below
-    except FileNotFoundError:
-        raise DataError(f"{os.fspath(path)}: file not found") from None
-    except IsADirectoryError:
-        raise DataError(f"{os.fspath(path)}: is a folder, expected a file") from None
-    except OSError as exc:
-        raise DataError(f"{os.fspath(path)}: cannot read file: {exc.strerror or exc}") from None
     try:
         yield _lines(fh, path)
     finally:
