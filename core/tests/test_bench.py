@@ -120,3 +120,15 @@ def test_bad_suites_name_the_field(tmp_path, local_plugins, capsys):
         assert main(["bench", str(path), "--work-dir", str(tmp_path / "b"), "-o", override]) == 2
         err = capsys.readouterr().err
         assert needle in err and "Traceback" not in err, err
+
+
+def test_a_corrupt_bench_state_is_one_clear_error(tmp_path, local_plugins, capsys):
+    from facerep.cli import main
+
+    path = _suite(tmp_path, [_method(tmp_path, "toy_a", 16)])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "bench_state.json").write_text("{not json")
+    assert main(["bench", str(path), "--work-dir", str(tmp_path / "b"), "--dry-run"]) == 3
+    err = capsys.readouterr().err
+    assert "bench_state.json: not valid JSON" in err and "Traceback" not in err
+    assert (tmp_path / "b" / "bench_state.json").read_text() == "{not json"

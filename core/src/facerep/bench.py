@@ -31,7 +31,7 @@ import yaml
 
 from facerep.build import resolve_run
 from facerep.config import RunConfig, apply_overrides, find_config, positive, read_yaml, structure, unstructure
-from facerep.errors import ConfigError, FacerepError
+from facerep.errors import ConfigError, DataError, FacerepError
 from facerep.plugins import PluginSet, get_plugins
 
 __all__ = ["Baselines", "BenchBudget", "BenchMethod", "BenchSuite", "PixelBaseline", "run_bench"]
@@ -161,11 +161,19 @@ class _Stage:
 
 
 class _State:
-    """``bench_state.json``: calibrated step counts and finished stages, written atomically."""
+    """``bench_state.json``: the calibrated step counts of a ``minutes`` budget, written atomically.
+    (Whether a stage is finished is read from its work dir, never stored.)"""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"calibrated_steps": {}, "done": {}}
+        self.data: dict[str, Any] = {"calibrated_steps": {}}
+        if path.is_file():
+            try:
+                self.data = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise DataError(f"{path}: not valid JSON ({exc}); delete it to calibrate the methods again") from None
+            if not isinstance(self.data.get("calibrated_steps"), dict):
+                raise DataError(f"{path}: no 'calibrated_steps' mapping; delete it to calibrate the methods again")
 
     def save(self) -> None:
         from facerep.workdir import atomic_write_text

@@ -97,13 +97,14 @@ def _resume_checkpoint(out: Path, cfg: RunConfig, resume: bool | str) -> Path:
     """The checkpoint to continue from: this work dir's latest (or the one named), after checking
     that the config is the one the run was started with."""
     from facerep.config import structure
+    from facerep.data.io import read_text
     from facerep.workdir import config_differences, latest_checkpoint
 
     saved_file = out / "config.yaml"
     if not saved_file.is_file():
         raise ConfigError(f"--resume: {out} holds no run to resume ({saved_file.name} not found); run without --resume to start one")
     try:
-        saved = structure(yaml.safe_load(saved_file.read_text()), RunConfig, source=saved_file)
+        saved = structure(yaml.safe_load(read_text(saved_file)), RunConfig, source=saved_file)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{saved_file}: not valid YAML: {exc}") from None
     diff = config_differences(unstructure(saved), unstructure(cfg))
