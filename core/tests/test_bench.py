@@ -83,6 +83,7 @@ def test_a_suite_pretrains_evaluates_and_reuses_finished_work(tmp_path, local_pl
     saved = json.loads((wd / "leaderboard.json").read_text())
     assert saved["rows"][0]["cells"]["noise-expression|core.knn|0.5"]["n"] == 2
     text = (wd / "leaderboard.md").read_text()
+    assert "Budget: 3 steps; pretraining steps per method: toy_a 3, toy_b 3;" in text
     assert "| toy_a |" in text and "| random init |" in text and "![leaderboard_f0.5](leaderboard_f0.5.png)" in text
     assert (wd / "leaderboard_f1.png").is_file()
     pre = sorted((wd / "pretrain").iterdir())
@@ -132,3 +133,45 @@ def test_a_corrupt_bench_state_is_one_clear_error(tmp_path, local_plugins, capsy
     err = capsys.readouterr().err
     assert "bench_state.json: not valid JSON" in err and "Traceback" not in err
     assert (tmp_path / "b" / "bench_state.json").read_text() == "{not json"
+
+
+def test_pixel_rows_read_their_whole_map_where_networks_read_a_grid(tmp_path, local_plugins):
+    from facerep.bench import run_bench
+
+    path = _suite(tmp_path, [_method(tmp_path, "toy_a", 16)])
+    ev = yaml.safe_load((tmp_path / "eval.yaml").read_text())
+    ev["evaluate"][0]["protocol"] = {"name": "core.linear_probe", "params": {"readout": "grid2"}}
+    ev["evaluate"][0]["backbone_layers"] = [1, 2]
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump(ev))
+    run_bench(path, work_dir=tmp_path / "b", plugins=local_plugins, dry_run=True,
+              overrides=["baselines.pixels=[{size: 8, grey: true}]"])
+    readouts = {}
+    for cfg in (tmp_path / "b" / "configs").glob("eval_*.yaml"):
+        data = yaml.safe_load(cfg.read_text())
+        readouts[data["name"].split("/", 1)[1]] = data["evaluate"][0]["protocol"]["params"]["readout"]
+    assert readouts == {"toy_a": "grid2", "random init": "grid2", "raw pixels 8x8 grey": "pooled"}
+    assert yaml.safe_load((tmp_path / "eval.yaml").read_text())["evaluate"][0]["protocol"]["params"]["readout"] == "grid2"
+
+
+def test_a_minutes_budget_is_calibrated_on_training_steps_not_on_building_the_data(tmp_path, local_plugins, monkeypatch):
+    # preloading a face pool takes longer than many steps: counting it made a 10-minute budget a
+    # third of the steps it affords; the calibration times steps 17-32 only
+    import time
+
+    import facerep.engine.runner
+    from facerep.bench import _calibrate
+
+    real = facerep.engine.runner.build
+
+    def slow_data(resolved, **deps):
+        if resolved.kind == "dataset":
+            time.sleep(5.0)
+        return real(resolved, **deps)
+
+    monkeypatch.setattr(facerep.engine.runner, "build", slow_data)
+    raw = yaml.safe_load(Path(_method(tmp_path, "toy_a", 8)["config"]).read_text())
+    start = time.perf_counter()
+    per_step = _calibrate(raw, tmp_path / "bench", "toy_a", local_plugins)
+    total = time.perf_counter() - start
+    assert 0 < per_step * 16 < total - 5.0, "the timed interval (steps 17-32) lies after the data was built"
+    assert sorted(p.name for p in (tmp_path / "bench" / "calibrate" / "toy_a").glob("iter_*.pth")) == ["iter_16.pth", "iter_32.pth"]

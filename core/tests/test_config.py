@@ -214,7 +214,7 @@ def test_base_can_name_a_plugin_preset(tmp_path, local_plugins):
     child = _write(tmp_path / "child.yaml", {"base": "pre/p", "name": "child"})
     cfg, _ = load_config(child)
     assert (cfg.name, cfg.seed, cfg.train.max_steps) == ("child", 11, 3)
-    with pytest.raises(ConfigError, match=r"config not found: pre/q .*presets: pre/p"):
+    with pytest.raises(ConfigError, match=r"config not found: pre/q .*presets: core/vit_cpu, pre/p"):
         find_config("pre/q")
 
 

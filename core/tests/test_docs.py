@@ -33,3 +33,18 @@ def test_the_readme_run_config_is_valid(tmp_path, capsys):
     (tmp_path / "readme.yaml").write_text(block.group(1))
     assert main(["run", str(tmp_path / "readme.yaml"), "--dry-run"]) == 0, capsys.readouterr().err
     assert "frl.swav" in capsys.readouterr().out
+
+
+def test_the_readme_bench_suite_is_a_valid_suite(tmp_path):
+    """The README's "your method joins with one line" suite structures as a BenchSuite whose other
+    paths exist (its `mymethod/my_preset` stands for the reader's plugin)."""
+    import re
+
+    from facerep.bench import load_suite
+
+    block = re.search(r"```yaml\n(# my_suite\.yaml.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block, "the README's bench suite example is gone"
+    (tmp_path / "my_suite.yaml").write_text(block.group(1))
+    suite = load_suite(tmp_path / "my_suite.yaml")
+    assert [m.name for m in suite.methods] == ["MoCo-v2", "Mine"] and suite.budget.minutes == 10
+    assert (ROOT / suite.evaluate).is_file() and (ROOT / suite.methods[0].config).is_file()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
 
 from facerep.eval.knn import knn_predict
-from facerep.eval.linear_probe import LinearProbeParams, probe_features, standardize
+from facerep.eval.linear_probe import LinearProbeParams, fit_linear, probe_features, standardize
 
 
 def _blobs(n: int, d: int, classes: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +70,26 @@ def test_knn_weighted_vote_matches_hand_computation():
     assert knn_predict(train, y3, test[:1], k=4, temperature=100.0)[0] == 1
     # with a sharp temperature the single nearest neighbour dominates
     assert knn_predict(train, y3, test[:1], k=4, temperature=0.01)[0] == 0
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_wide_features_are_fitted_in_their_row_space_at_the_full_problems_optimum(multilabel):
+    # d = 120 > n = 40: fit_linear solves in the 40-dim row space; the result must be a stationary
+    # point of the original objective mean loss + l2 ||W||^2 (gradient ~ 0 in all 120 dims)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 120)).astype(np.float32)
+    y = (rng.random(size=(40, 5)) < 0.4).astype(np.int64) if multilabel else rng.integers(0, 3, size=40)
+    n_out = 5 if multilabel else 3
+    l2 = 1e-2
+    w, b = fit_linear(x, y, l2, n_out=n_out, multilabel=multilabel, max_iter=500)
+    assert w.shape == (120, n_out)
+    w, b = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+    logits = torch.from_numpy(x).double() @ w + b
+    yt = torch.from_numpy(y)
+    loss = F.binary_cross_entropy_with_logits(logits, yt.double()) if multilabel else F.cross_entropy(logits, yt)
+    (loss + l2 * (w * w).sum()).backward()
+    assert w.grad.abs().max() < 1e-5 and b.grad.abs().max() < 1e-5
+    # warm-started from another l2's solution (as fit_probe does) it reaches the same optimum
+    w0 = fit_linear(x, y, 1.0, n_out=n_out, multilabel=multilabel)
+    w2, _ = fit_linear(x, y, l2, n_out=n_out, multilabel=multilabel, max_iter=500, init=w0)
+    torch.testing.assert_close(w2, w.detach(), atol=1e-4, rtol=0)  # |dW| <= |grad| / (2 l2)

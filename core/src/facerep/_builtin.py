@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from facerep.hookspecs import API_VERSION, hookimpl
 
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
     return {"api_version": API_VERSION, "summary": "core built-ins: timm backbone, image folders, synthetic faces, probes"}
+
+
+@hookimpl
+def facerep_config_paths() -> list[Path]:
+    """Core presets: ``core/vit_cpu`` (a ViT sized for 2 CPU cores, the base of method presets)."""
+    return [Path(__file__).parent / "configs"]
 
 
 @hookimpl

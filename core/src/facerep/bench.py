@@ -20,6 +20,7 @@ the next invocation resumes pretraining from its last checkpoint and redoes only
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -202,19 +203,22 @@ def _with_steps(raw: dict[str, Any], steps: int) -> dict[str, Any]:
     return out
 
 
-def _calibrate(raw: dict[str, Any], bench_dir: Path, row: str, plugins: PluginSet, steps: int = 12) -> float:
-    """Seconds per step of a method, from a short run (the first steps are not counted)."""
+def _calibrate(raw: dict[str, Any], bench_dir: Path, row: str, plugins: PluginSet, skip: int = 16, steps: int = 32) -> float:
+    """Seconds per training step of a method, from a short run: the time between the checkpoints
+    written after step ``skip`` and after step ``steps``. Neither building the model and the data
+    (preloading a face pool takes longer than many steps) nor the first steps' warm-up is counted;
+    the interval holds one checkpoint write, as the bench's own runs write one every tenth of the run."""
     from facerep.run import run
 
     probe = bench_dir / "calibrate" / _slug(row)
     cfg_path = bench_dir / "configs" / f"calibrate_{_slug(row)}.yaml"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     data = _with_steps(raw, steps)
-    data["train"]["checkpoint_every"] = steps
+    data["train"].update(checkpoint_every=skip, keep_checkpoints=2)
     cfg_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    start = time.perf_counter()
     run(cfg_path, work_dir=probe, plugins=plugins, overwrite=True)
-    return (time.perf_counter() - start) / steps
+    first, last = (probe / f"iter_{s}.pth" for s in (skip, steps))
+    return max(1e-6, (last.stat().st_mtime - first.stat().st_mtime) / (steps - skip))
 
 
 def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, *, calibrate: bool = True,
@@ -247,7 +251,9 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
                     seen = 1
                 else:
                     print(f"[bench] calibrating {method.name}: seconds per step for a {b.minutes:g}-minute budget", flush=True)
-                    seen = max(1, int(b.minutes * 60 / _calibrate(raw, bench_dir, method.name, plugins)))
+                    per_step = _calibrate(raw, bench_dir, method.name, plugins)
+                    seen = max(1, int(b.minutes * 60 / per_step))
+                    print(f"[bench] {method.name}: {per_step:.3f} s per step -> {seen} steps", flush=True)
                     state.data["calibrated_steps"][method.name] = seen
                     state.save()
             steps = seen
@@ -281,9 +287,26 @@ def plan(suite: BenchSuite, bench_dir: Path, plugins: PluginSet, state: _State, 
         label = f"raw pixels {px.size}x{px.size} {'grey' if px.grey else 'rgb'}"
         baseline_rows.append((label, {"name": "core.pixels", "params": {"size": px.size, "grey": px.grey}}))
     for label, backbone in baseline_rows:
-        eval_data = {"name": f"{suite.name}/{label}", "seed": suite.seed, "backbone": backbone, "evaluate": evaluate}
+        entries = _whole_map_readout(evaluate) if backbone["name"] == "core.pixels" else evaluate
+        eval_data = {"name": f"{suite.name}/{label}", "seed": suite.seed, "backbone": backbone, "evaluate": entries}
         stages.append(_eval_stage(label, eval_data, {"backbone": backbone}, bench_dir, plugins, None))
     return stages
+
+
+def _whole_map_readout(evaluate: list[Any]) -> list[Any]:
+    """The evaluation of a raw-pixel row: its linear probes read the whole pixel map (``pooled``,
+    i.e. all ``size x size`` values). A layout-keeping readout chosen for the networks (``grid2``)
+    would pool the image itself down to 2 x 2 pixels: the pixel map already keeps the layout."""
+    out = copy.deepcopy(evaluate)
+    for entry in out:
+        if not isinstance(entry, dict):
+            continue
+        for field in ("protocol", "protocols"):
+            items = entry.get(field)
+            for proto in items if isinstance(items, list) else [items]:
+                if isinstance(proto, dict) and proto.get("name") == "core.linear_probe" and isinstance(proto.get("params"), dict):
+                    proto["params"]["readout"] = "pooled"
+    return out
 
 
 def _backbone_label(backbone: dict[str, Any]) -> str:

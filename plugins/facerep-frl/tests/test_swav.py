@@ -85,6 +85,21 @@ def test_forward_is_swav_loss_of_sinkhorn_codes_with_one_backbone_call_per_crop_
     assert 1 <= out.logs["prototypes_used"] <= 6
 
 
+def test_out_bn_centres_the_batch_of_all_crops_before_the_normalisation():
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) and not m.affine for m in make_swav(hidden_dim=16).projector)  # SwAV's head
+    obj = make_swav(queue_length=0, hidden_dim=16, out_bn=True)
+    last = obj.projector[-1]
+    assert isinstance(last, torch.nn.BatchNorm1d) and not last.affine
+    seen = []
+    last.register_forward_hook(lambda m, inp, out: seen.append(out.detach()))
+    obj.train()
+    obj(batch(0, 5, (8, 8, 4)))
+    (out,) = seen
+    assert out.shape[0] == 15, "one projector call on the 3 crops of 5 images"
+    torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(out.shape[1]), atol=1e-3, rtol=0)
+
+
 def test_prototype_rows_are_normalised_before_every_forward():
     obj = make_swav(queue_length=0)
     with torch.no_grad():

@@ -93,11 +93,18 @@ def _fmt(cell: dict[str, Any] | None) -> str:
     return text + (f" {marks}" if marks else "")
 
 
+def _budget_text(budget: Any) -> str:
+    """``{'minutes': 10.0}`` -> ``10 minutes`` (the set field of a bench budget)."""
+    if not isinstance(budget, dict):
+        return str(budget)
+    return ", ".join(f"{v:g} {k}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in budget.items() if v is not None) or "none"
+
+
 def _markdown(title: str, board: dict[str, Any], meta: dict[str, Any]) -> str:
     cols = board["columns"]
     arrows = {c["key"]: "↑" if c["higher_is_better"] else "↓" for c in cols}
     lines = [f"# Leaderboard: {title}", "",
-             f"Budget: {meta['budget']}; pretraining steps per method: "
+             f"Budget: {_budget_text(meta['budget'])}; pretraining steps per method: "
              + ", ".join(f"{k} {v}" for k, v in meta["steps"].items()) + f"; this invocation: {meta['seconds']:.0f} s.", "",
              "Primary metric, mean ± std over seeds. † beats its random-init row and ‡ beats every raw-pixel row, each by more "
              "than twice the standard error of the difference (needs 2+ seeds).", "",

@@ -123,9 +123,23 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tens
 
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
                init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,))."""
+    """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,)).
+
+    With more feature dimensions than samples (layout-keeping readouts: 800 x 3,840 and more) the
+    problem is solved in the row space of ``x``, which is exact: the penalised optimum satisfies
+    ``2 l2 W = -x^T G`` (G the loss gradient w.r.t. the logits), so W lies in that span
+    (the representer theorem), where ``x W = x' W'`` and ``||W|| = ||W'||`` for orthonormal
+    coordinates ``x' = x V``.
+    """
     xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
-    w = torch.zeros(x.shape[1], n_out, dtype=torch.float64) if init is None else init[0].clone()
+    basis = None
+    if xt.shape[1] > xt.shape[0]:
+        _, s, vh = torch.linalg.svd(xt, full_matrices=False)
+        basis = vh[s > s[0] * 1e-10].T  # (D, r), orthonormal columns spanning the rows of x
+        xt = xt @ basis
+        if init is not None:
+            init = (basis.T @ init[0], init[1])
+    w = torch.zeros(xt.shape[1], n_out, dtype=torch.float64) if init is None else init[0].clone()
     b = torch.zeros(n_out, dtype=torch.float64) if init is None else init[1].clone()
     w.requires_grad_(True)
     b.requires_grad_(True)
@@ -138,7 +152,8 @@ def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabe
         return loss
 
     opt.step(closure)
-    return w.detach(), b.detach()
+    w = w.detach()
+    return (w if basis is None else basis @ w), b.detach()
 
 
 def _predict(x: np.ndarray, wb: tuple[torch.Tensor, torch.Tensor], multilabel: bool) -> np.ndarray:

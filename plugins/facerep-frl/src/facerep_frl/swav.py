@@ -69,6 +69,10 @@ class SwAVParams:
         n_prototypes: K.
         out_dim: dimension of ``z`` (and of the prototypes).
         hidden_dim: projector hidden width (Linear-BN-ReLU-Linear); 0 for a linear projector.
+        out_bn: end the projector with a BatchNorm without affine (MoCo v3's head), centring each
+            batch's ``f(x_t)`` before the L2 normalisation. Off in SwAV; the CPU recipe needs it: a
+            random-init ResNet's embeddings are nearly parallel, so their codes start uniform and
+            the run settles at loss log K (docs/results.md, "SwAV at CPU scale").
         eps: Sinkhorn-Knopp entropy weight.
         sinkhorn_iters: Sinkhorn-Knopp iterations.
         temperature: tau of the softmax over prototype scores.
@@ -85,6 +89,7 @@ class SwAVParams:
     n_prototypes: int = attrs.field(default=3000, validator=positive)
     out_dim: int = attrs.field(default=128, validator=positive)
     hidden_dim: int = attrs.field(default=2048, validator=non_negative)
+    out_bn: bool = False
     eps: float = attrs.field(default=0.05, validator=positive)
     sinkhorn_iters: int = attrs.field(default=3, validator=non_negative)
     temperature: float = attrs.field(default=0.1, validator=positive)
@@ -139,7 +144,7 @@ class SwAVObjective(nn.Module):
         super().__init__()
         self.params = p = params or SwAVParams()
         self.backbone = backbone
-        self.projector = projection_mlp(int(backbone.embed_dim), p.hidden_dim, p.out_dim, batch_norm=True)
+        self.projector = projection_mlp(int(backbone.embed_dim), p.hidden_dim, p.out_dim, batch_norm=True, out_bn=p.out_bn)
         self.prototypes = nn.Linear(p.out_dim, p.n_prototypes, bias=False)  # rows: c_k
         # past z of the assignment crops, newest first, identical on every process (global batches).
         self.register_buffer("queue", torch.zeros(len(p.assignment_crops), p.queue_length, p.out_dim))
