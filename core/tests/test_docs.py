@@ -35,16 +35,24 @@ def test_the_readme_run_config_is_valid(tmp_path, capsys):
     assert "frl.swav" in capsys.readouterr().out
 
 
-def test_the_readme_bench_suite_is_a_valid_suite(tmp_path):
-    """The README's "your method joins with one line" suite structures as a BenchSuite whose other
-    paths exist (its `mymethod/my_preset` stands for the reader's plugin)."""
+def test_the_readme_bench_suite_runs_as_written(tmp_path, capsys, monkeypatch):
+    """The README's "your method joins with one line" suite, through the command a user types
+    (`facerep bench my_suite.yaml --dry-run`: every method, evaluation and baseline resolved), with
+    its `mymethod/my_preset` standing for the reader's plugin replaced by an installed preset."""
     import re
 
-    from facerep.bench import load_suite
+    import pytest
 
+    from facerep.cli import main
+
+    pytest.importorskip("facerep_frl")
     block = re.search(r"```yaml\n(# my_suite\.yaml.*?)```", (ROOT / "README.md").read_text(), re.S)
     assert block, "the README's bench suite example is gone"
-    (tmp_path / "my_suite.yaml").write_text(block.group(1))
-    suite = load_suite(tmp_path / "my_suite.yaml")
-    assert [m.name for m in suite.methods] == ["MoCo-v2", "Mine"] and suite.budget.minutes == 10
-    assert (ROOT / suite.evaluate).is_file() and (ROOT / suite.methods[0].config).is_file()
+    text = block.group(1).replace("mymethod/my_preset", "frl/moco_v2_tiny").replace(" configs/", f" {ROOT}/configs/")
+    (tmp_path / "my_suite.yaml").write_text(text)  # the suite's paths are the README's, from the repository root
+    monkeypatch.chdir(ROOT)  # ${FACEREP_DATA} defaults to ../shared/data from here
+    code = main(["bench", str(tmp_path / "my_suite.yaml"), "--dry-run", "--work-dir", str(tmp_path / "bench")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    for row in ("MoCo-v2", "Mine", "random init", "raw pixels 24x24 grey"):
+        assert row in out

@@ -93,10 +93,8 @@ def _fmt(cell: dict[str, Any] | None) -> str:
     return text + (f" {marks}" if marks else "")
 
 
-def _budget_text(budget: Any) -> str:
+def _budget_text(budget: dict[str, Any]) -> str:
     """``{'minutes': 10.0}`` -> ``10 minutes`` (the set field of a bench budget)."""
-    if not isinstance(budget, dict):
-        return str(budget)
     return ", ".join(f"{v:g} {k}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in budget.items() if v is not None) or "none"
 
 
