@@ -109,7 +109,10 @@ def test_pixels_in_an_evaluate_only_run(tmp_path, local_plugins):
     path.write_text(yaml.safe_dump(cfg))
     run(path, work_dir=tmp_path / "wd", plugins=local_plugins, evaluate_only=True)
     records = json.loads((tmp_path / "wd" / "results.json").read_text())["results"]
-    assert [r["protocol"] for r in records] == ["core.linear_probe", "core.linear_probe", "core.frozen_head"]
+    # the same protocol twice in one entry: labelled by what differs, so reports keep them apart
+    assert [r["protocol"] for r in records] == ["core.linear_probe[readout=pooled]", "core.linear_probe[readout=grid2]", "core.frozen_head"]
+    summary = (tmp_path / "wd" / "results.md").read_text()
+    assert "core.linear_probe[readout=grid2]" in summary and "core.linear_probe[readout=pooled]" in summary
     dims = [r["metrics"].get("dim") for r in records[:2]]
     assert dims == [64.0, 4.0]  # pooled 8x8 grey pixels; grid2 of the one 8x8 map
 

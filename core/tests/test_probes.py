@@ -93,3 +93,59 @@ def test_wide_features_are_fitted_in_their_row_space_at_the_full_problems_optimu
     w0 = fit_linear(x, y, 1.0, n_out=n_out, multilabel=multilabel)
     w2, _ = fit_linear(x, y, l2, n_out=n_out, multilabel=multilabel, max_iter=500, init=w0)
     torch.testing.assert_close(w2, w.detach(), atol=1e-4, rtol=0)  # |dW| <= |grad| / (2 l2)
+
+
+def _ridge_by_hand(z: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """min ||y - b - z w||^2 + lam ||w||^2 with an unpenalised intercept, by the normal equations."""
+    zm, ym = z.mean(0), y.mean(0)
+    zc = z - zm
+    w = np.linalg.solve(zc.T @ zc + lam * np.eye(z.shape[1]), zc.T @ (y - ym))
+    return w, ym - zm @ w
+
+
+def test_ridge_probe_leave_one_out_error_equals_refitting_without_each_sample():
+    from facerep.eval.linear_probe import feature_stats, fit_ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 5)) * [1, 2, 3, 0.5, 1]
+    y = x[:, :2] @ rng.normal(size=(2, 3)) + 0.3 * rng.normal(size=(12, 3))
+    alphas = (0.01, 0.3, 10.0)
+    fit = fit_ridge(x, y, alphas)
+    mean, std = feature_stats(x)
+    z = (x - mean) / std
+    scale = np.mean(np.linalg.svd(z - z.mean(0), compute_uv=False) ** 2)
+    loo = {}
+    for alpha in alphas:  # brute force: N refits, each without one sample, scored on it
+        res = []
+        for i in range(len(z)):
+            keep = np.arange(len(z)) != i
+            w, b = _ridge_by_hand(z[keep], y[keep], alpha * scale)
+            res.append(y[i] - (z[i] @ w + b))
+        loo[alpha] = float(np.mean(np.square(res)))
+    best = min(loo, key=loo.get)
+    assert fit.info["ridge_alpha"] == best
+    np.testing.assert_allclose(fit.info["loo_mse"], loo[best], rtol=1e-9)
+    w, b = _ridge_by_hand(z, y, best * scale)  # the final fit on all samples, same weight
+    np.testing.assert_allclose(fit.predict(x[:4]), z[:4] @ w + b, atol=1e-9)
+
+
+def test_ridge_probe_falls_back_to_the_mean_on_noise_and_recovers_a_linear_map():
+    from facerep.eval.linear_probe import fit_ridge
+
+    rng = np.random.default_rng(1)
+    ratios = []
+    for d in (5, 200, 200, 200):  # narrow and wide (as grid readouts at 24 training faces) noise
+        x, noise_target = rng.normal(size=(30, d)), rng.normal(size=(30, 4))
+        fit = fit_ridge(x, noise_target)
+        xt, yt = rng.normal(size=(500, d)), rng.normal(size=(500, 4))
+        ratios.append(np.mean((fit.predict(xt) - yt) ** 2) / np.mean((noise_target.mean(0) - yt) ** 2))
+        assert fit.info["loo_mse"] <= fit.info["loo_mse_mean_predictor"] * (1 + 1e-9)
+    # nothing to learn: close to the mean predictor on average (30 samples: the choice itself is noisy)
+    assert np.mean(ratios) < 1.1 and max(ratios) < 1.25
+    w = rng.normal(size=(200, 4)) / 14
+    xtr, xt = rng.normal(size=(200, 200)), rng.normal(size=(100, 200))
+    fit = fit_ridge(xtr, xtr @ w + 0.05 * rng.normal(size=(200, 4)))
+    err = np.mean((fit.predict(xt) - xt @ w) ** 2) / np.mean((xt @ w) ** 2)
+    assert err < 0.1 and fit.info["loo_mse"] < 0.1 * fit.info["loo_mse_mean_predictor"]
+    with pytest.raises(ValueError, match="at least 3"):
+        fit_ridge(xt[:2], yt[:2])

@@ -142,6 +142,12 @@ class Task(typing.Protocol):
             linear probe on pooled features, or None when the task's linear mode is a head trained
             by gradient descent (``build_head(..., linear=True)``).
 
+    Optional attribute (API 1.1; protocols fall back when absent):
+        ``probe_target: str | None``: a key of ``Prepared.target`` holding continuous values
+        (e.g. ``"points"``, normalised landmark coordinates) that the linear probe fits by
+        closed-form ridge regression on the probe's readout instead of training the linear head;
+        ``predict`` then receives ``{probe_target: tensor shaped (B, *target shape)}`` per view.
+
     Optional methods (protocols fall back when absent):
         ``strata(dataset) -> (N,) int array | None``: classes for stratified few-shot sampling.
         ``groups(dataset) -> (N,) int array | None``: identities for K-shot-per-identity sampling.

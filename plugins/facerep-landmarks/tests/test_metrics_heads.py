@@ -88,3 +88,36 @@ def test_frozen_heatmap_head_learns_on_real_afw_faces():
     # better than predicting the mean shape in the crop would be a stretch here; sanity: errors are bounded
     assert 0 < out.metrics["nme_inter_ocular"] < 1.0 and "auc@0.1" in out.metrics and len(out.predictions) == 20
     assert task.draw(test[0], out.predictions[0]).shape == test[0].image.shape
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not AFW.is_dir(), reason="needs ../shared/data/300w/afw (or $FACEREP_DATA)")
+def test_linear_probe_regresses_points_in_closed_form_and_beats_the_mean_shape_on_real_afw():
+    from facerep.backbones.pixels import PixelBackbone, PixelsParams
+    from facerep.data.subset import Subset
+    from facerep.eval.linear_probe import LinearProbe, LinearProbeParams
+    from facerep_landmarks.readers import PtsFolder, PtsFolderParams
+
+    train = Subset(PtsFolder(PtsFolderParams(stop=237)), np.arange(0, 237, 2))
+    test = Subset(PtsFolder(PtsFolderParams(start=237, split="test")), np.arange(0, 100, 2))
+    task = LandmarkAlignment(AlignmentParams(input_size=48))
+    assert task.probe_target == "points"
+    # the mean shape of the training crops, mapped back into each test image: the no-feature baseline
+    rng = np.random.default_rng(0)
+    mean_shape = np.mean([task.prepare(train[i], train=False, rng=rng).target["points"] for i in range(len(train))], 0)
+    metas = [task.prepare(test[i], train=False, rng=rng).meta for i in range(len(test))]
+    flat = task.evaluate(task.predict([{"points": torch.from_numpy(np.repeat(mean_shape[None], len(test), 0))}], metas), test)
+
+    class Constant(PixelBackbone):  # features that carry nothing: the probe must give the mean shape
+        def forward(self, x):
+            out = super().forward(x)
+            out.pooled = torch.zeros_like(out.pooled)
+            return out
+
+    p = LinearProbeParams(device="cpu")
+    const = LinearProbe(p).run(Constant(PixelsParams(size=16, grey=True)), task, train, test)
+    assert const.metrics["nme_inter_ocular"] == pytest.approx(flat["nme_inter_ocular"], rel=1e-6)
+    pixels = LinearProbe(p).run(PixelBackbone(PixelsParams(size=16, grey=True)), task, train, test)
+    assert pixels.metrics["loo_mse"] < 0.9 * pixels.metrics["loo_mse_mean_predictor"]
+    assert pixels.metrics["nme_inter_ocular"] < 0.9 * flat["nme_inter_ocular"]
+    assert len(pixels.predictions) == len(test) and pixels.predictions[0].shape == (68, 2)

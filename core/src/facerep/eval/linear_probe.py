@@ -10,6 +10,12 @@ is refit on the whole training split and scored once on the test split (which is
 any choice). Single-label targets get multinomial logistic regression (accuracy); multi-label 0/1
 targets such as the 40 CelebA attributes get one logistic regression per column (mean accuracy).
 Fitting is full-batch L-BFGS on the extracted features, which is exact and fast at probe scale.
+
+Tasks with a continuous target (``Task.probe_target``, e.g. the landmarks' normalised
+coordinates) get closed-form ridge regression on the same standardised readout instead: the ridge
+weight is chosen by exact leave-one-out error (every training image is used to fit and to choose,
+which matters at 24 images), and the largest weight of the grid is the mean predictor (the mean
+shape), so the probe scores what the features add to the training mean.
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ from facerep.errors import ConfigError
 from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Features
 
-__all__ = ["READOUTS", "FittedProbe", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe", "probe_features", "readout",
-           "standardize"]
+__all__ = ["READOUTS", "RIDGE_ALPHAS", "FittedProbe", "FittedRidge", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe",
+           "fit_ridge", "prepared_targets", "probe_features", "readout", "standardize"]
 
 #: The probe's readouts (``grid<k>`` for any k >= 1, e.g. ``grid2``, ``grid4``).
 READOUTS = ("pooled", "grid<k>", "layers_mean", "cls_mean")
 _GRID = re.compile(r"grid([1-9][0-9]*)")
+#: Ridge weights of the regression probe, relative to the mean squared singular value of the
+#: standardised training features (so the grid means the same at any dimension or sample count);
+#: the last, 1e6, is the mean predictor for any practical purpose.
+RIDGE_ALPHAS: tuple[float, ...] = tuple(float(10.0**e) for e in np.arange(-3.0, 6.01, 0.5))
 
 
 class ReadoutError(FieldError, ConfigError):
@@ -221,6 +231,62 @@ def probe_features(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.nd
     return out
 
 
+@attrs.define
+class FittedRidge:
+    """Ridge regression on standardised features: ``predict(x) = ((x - mean) / std) @ w + b``."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    w: np.ndarray
+    b: np.ndarray
+    info: dict[str, float]
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std) @ self.w + self.b
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = RIDGE_ALPHAS, std_floor: float = 0.01) -> FittedRidge:
+    """Ridge regression of ``y`` (N, T) on standardised ``x`` (N, D), unpenalised intercept, one
+    weight for all T outputs, chosen by exact leave-one-out error.
+
+    With ``Z`` the centred standardised features, ``Z = U S V^T`` and ``lambda = alpha *
+    mean(s^2)``: ``W = V diag(s / (s^2 + lambda)) U^T (y - ybar)``, the hat matrix is
+    ``H = 11^T / N + U diag(s^2 / (s^2 + lambda)) U^T``, and the leave-one-out residual of row i
+    is ``(y_i - yhat_i) / (1 - H_ii)`` (exact for penalised least squares; Hastie, Tibshirani &
+    Friedman, ESL 2nd ed., eq. 7.52 and its ridge case). No validation split is held out.
+    """
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64).reshape(len(x), -1)
+    n = len(x64)
+    if n < 3:
+        raise ValueError(f"the ridge probe needs at least 3 training samples, got {n}")
+    mean, std = feature_stats(x64, std_floor)
+    z = (x64 - mean) / std
+    z -= z.mean(0)  # exactly centred (the stats are those of x, up to rounding)
+    ybar = y64.mean(0)
+    yc = y64 - ybar
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    keep = s > (s[0] if len(s) else 0.0) * 1e-10
+    u, s, vt = u[:, keep], s[keep], vt[keep]
+    scale = float(np.mean(s**2)) if len(s) else 1.0
+    uty = u.T @ yc
+    best: tuple[float, float] = (np.inf, max(alphas))
+    for alpha in sorted(alphas, reverse=True):  # strong -> weak: a weaker fit must be better, not tied
+        shrink = s**2 / (s**2 + alpha * scale)
+        fitted = u @ (shrink[:, None] * uty)
+        h = 1.0 / n + (u**2) @ shrink
+        err = float(np.mean(((yc - fitted) / np.maximum(1.0 - h, 1e-12)[:, None]) ** 2))
+        # ties happen: with many more isotropic dimensions than samples every weight has the mean
+        # predictor's leave-one-out error, and the mean predictor is then the honest choice
+        if err < best[0] * (1 - 1e-6):
+            best = (err, alpha)
+    err, alpha = best
+    w = vt.T @ ((s / (s**2 + alpha * scale))[:, None] * uty)
+    mean_loo = float(np.mean(yc**2)) * n**2 / (n - 1) ** 2  # the mean predictor's: residual x n / (n - 1)
+    info = {"ridge_alpha": alpha, "ridge_lambda": alpha * scale, "loo_mse": err, "loo_mse_mean_predictor": mean_loo,
+            "n_train": float(n), "dim": float(x64.shape[1])}
+    return FittedRidge(mean, std, w, ybar, info)
+
+
 @torch.no_grad()
 def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: LinearProbeParams) -> tuple[list[np.ndarray], list[dict]]:
     """Probe features (``p.readout``, pooled for params without one) of every test view of every
@@ -260,9 +326,10 @@ def _device(backbone: Backbone) -> torch.device:
 
 
 class LinearProbe:
-    """Closed-form probe on pooled features (or another ``readout``) for tasks with a
-    ``probe_label``; other tasks get their linear head trained on frozen features
-    (``build_head(..., linear=True)``, which reads what the task's head selects)."""
+    """Closed-form probe on pooled features (or another ``readout``): logistic regression for
+    tasks with a ``probe_label``, ridge regression for tasks with a ``probe_target``; other tasks
+    get their linear head trained on frozen features (``build_head(..., linear=True)``, which reads
+    what the task's head selects)."""
 
     name = "linear_probe"
 
@@ -276,10 +343,12 @@ class LinearProbe:
         p = self.params
         if isinstance(task, str):  # a bare label field: classify it from the whole image
             task = LabelTask(task, train, p.image_size)
+        if task.probe_label is None and getattr(task, "probe_target", None):
+            return self._ridge(backbone, task, train, test)
         if task.probe_label is None:
             if p.readout != "pooled":
-                raise ConfigError(f"protocol.params.readout: {p.readout!r} applies to the closed-form probe of classification tasks; "
-                                  f"task {task.name} has no probe_label (its linear head reads its own features): use 'pooled'")
+                raise ConfigError(f"protocol.params.readout: {p.readout!r} applies to the closed-form probes (tasks with a probe_label or "
+                                  f"a probe_target); task {task.name} has neither (its linear head reads its own features): use 'pooled'")
             # a linear map on raw (unstandardised) features: a larger step than the nonlinear heads' 1e-3
             frozen = FrozenHeadParams(batch_size=min(p.batch_size, 64), lr=p.head_lr, num_workers=p.num_workers, precision=p.precision,
                                       seed=p.seed, device=p.device)
@@ -296,3 +365,38 @@ class LinearProbe:
         metrics = task.evaluate(preds, test)
         metrics.update(probe.info)
         return EvalOutput(metrics, preds)
+
+    def _ridge(self, backbone: Backbone, task: Task, train: FaceDataset, test: FaceDataset) -> Any:
+        """Closed-form ridge regression of the task's continuous ``probe_target`` (see :func:`fit_ridge`)."""
+        from facerep.eval.protocols import EvalOutput, resolve_device
+
+        p = self.params
+        key = task.probe_target  # type: ignore[attr-defined]
+        backbone.to(resolve_device(p.device))
+        (xtr, *_), _ = pooled_views(backbone, task, train, p)
+        ytr = prepared_targets(task, train, key)
+        ridge = fit_ridge(xtr, ytr.reshape(len(ytr), -1), std_floor=p.std_floor)
+        xte_views, metas = pooled_views(backbone, task, test, p)
+        outputs = [{key: torch.from_numpy(ridge.predict(x)).float().view(-1, *ytr.shape[1:])} for x in xte_views]
+        preds = task.predict(outputs, metas)
+        metrics = task.evaluate(preds, test)
+        metrics.update(ridge.info)
+        return EvalOutput(metrics, preds)
+
+
+def prepared_targets(task: Task, dataset: FaceDataset, key: str) -> np.ndarray:
+    """``Prepared.target[key]`` of every test-mode prepared sample, stacked (cached like the features)."""
+    from facerep.eval.protocols import PreparedData, cached_rows
+
+    def compute(data: FaceDataset) -> tuple[list, list]:
+        prepared = PreparedData(task, data, train=False)
+        rows = []
+        for i in range(len(prepared)):
+            target = prepared[i].target
+            if key not in target:
+                raise ConfigError(f"task {task.name}: probe_target {key!r} is not a key of its prepared targets ({sorted(target)})")
+            rows.append(np.asarray(target[key], np.float64))
+        return rows, [{}] * len(rows)
+
+    rows, _ = cached_rows(dataset, ("probe_target", task.name, key, task.input_size), compute)
+    return np.stack(rows)

@@ -24,7 +24,7 @@ from facerep.eval.fewshot import fraction_subset, identity_subset
 from facerep.eval.protocols import feature_cache
 from facerep.plugins import PluginSet
 
-__all__ = ["evaluate_entries", "few_shot_indices", "set_backbone_layers"]
+__all__ = ["evaluate_entries", "few_shot_indices", "protocol_labels", "set_backbone_layers"]
 
 
 def set_backbone_layers(backbone: Any, layers: tuple[int, ...] | None) -> None:
@@ -108,7 +108,7 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
         val = build(comps["val"]) if "val" in comps else None
         proto_keys = sorted((k for k in comps if k.startswith("protocol.")), key=lambda k: int(k.split(".")[1]))
         protocols = [build(comps[k]) for k in proto_keys]
-        proto_names = [comps[k].spec.name for k in proto_keys]
+        proto_names = protocol_labels([comps[k] for k in proto_keys])
         task = _build_task(ev, comps, train, protocols)
         set_backbone_layers(backbone, ev.backbone_layers if ev.backbone_layers is not None else own_layers)  # per entry
         _check_input_size(backbone, task, where)
@@ -116,6 +116,23 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
         with feature_cache():  # the backbone sees each image once per entry, whatever the grid
             records += _run_entry(ev, name, task, train, test, val, protocols, proto_names, backbone, out_dir, weights)
     return records
+
+
+def protocol_labels(resolved: list[Any]) -> list[str]:
+    """Each protocol's name; where an entry lists one protocol several times (e.g. the linear
+    probe with two readouts), the parameters that differ between them are added,
+    ``core.linear_probe[readout=grid2]``, so that reports and leaderboards keep them apart."""
+    labels = []
+    for r in resolved:
+        same = [o for o in resolved if o.spec.name == r.spec.name]
+        if len(same) == 1:
+            labels.append(r.spec.name)
+            continue
+        fields = [attrs.asdict(o.params, recurse=False) if attrs.has(type(o.params)) else {} for o in same]
+        mine = fields[same.index(r)]
+        differ = [k for k in mine if len({repr(f.get(k)) for f in fields}) > 1]
+        labels.append(f"{r.spec.name}[{', '.join(f'{k}={mine[k]}' for k in differ)}]")
+    return labels
 
 
 def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val: Any, protocols: list[Any], proto_names: list[str],

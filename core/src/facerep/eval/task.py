@@ -45,6 +45,7 @@ class TaskBase:
     primary_metric = ""
     higher_is_better = True
     probe_label: str | None = None
+    probe_target: str | None = None
 
     def test_views(self, images: torch.Tensor) -> list[torch.Tensor]:
         return [images]
