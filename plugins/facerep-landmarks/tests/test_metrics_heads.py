@@ -121,3 +121,7 @@ def test_linear_probe_regresses_points_in_closed_form_and_beats_the_mean_shape_o
     assert pixels.metrics["loo_mse"] < 0.9 * pixels.metrics["loo_mse_mean_predictor"]
     assert pixels.metrics["nme_inter_ocular"] < 0.9 * flat["nme_inter_ocular"]
     assert len(pixels.predictions) == len(test) and pixels.predictions[0].shape == (68, 2)
+    from facerep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dataset afw.*needs at least 3 training samples, got 2"):
+        LinearProbe(p).run(PixelBackbone(PixelsParams(size=16, grey=True)), task, Subset(train, np.arange(2)), test)

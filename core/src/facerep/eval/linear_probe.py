@@ -35,7 +35,7 @@ from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Features
 
 __all__ = ["READOUTS", "RIDGE_ALPHAS", "FittedProbe", "FittedRidge", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe",
-           "fit_ridge", "prepared_targets", "probe_features", "readout", "standardize"]
+           "fit_ridge", "probe_features", "readout", "standardize"]
 
 #: The probe's readouts (``grid<k>`` for any k >= 1, e.g. ``grid2``, ``grid4``).
 READOUTS = ("pooled", "grid<k>", "layers_mean", "cls_mean")
@@ -260,12 +260,11 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = RIDGE_AL
     if n < 3:
         raise ValueError(f"the ridge probe needs at least 3 training samples, got {n}")
     mean, std = feature_stats(x64, std_floor)
-    z = (x64 - mean) / std
-    z -= z.mean(0)  # exactly centred (the stats are those of x, up to rounding)
+    z = (x64 - mean) / std  # centred: mean is the mean of x
     ybar = y64.mean(0)
     yc = y64 - ybar
     u, s, vt = np.linalg.svd(z, full_matrices=False)
-    keep = s > (s[0] if len(s) else 0.0) * 1e-10
+    keep = s > s[0] * 1e-10  # none for constant features: the mean predictor
     u, s, vt = u[:, keep], s[keep], vt[keep]
     scale = float(np.mean(s**2)) if len(s) else 1.0
     uty = u.T @ yc
@@ -292,6 +291,15 @@ def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: Linear
     """Probe features (``p.readout``, pooled for params without one) of every test view of every
     prepared (test-mode) image (reused within a :func:`~facerep.eval.protocols.feature_cache`,
     keyed by the readout)."""
+    views, metas, _ = _probe_rows(backbone, task, dataset, p)
+    return views, metas
+
+
+@torch.no_grad()
+def _probe_rows(backbone: Backbone, task: Task, dataset: FaceDataset,
+                p: LinearProbeParams) -> tuple[list[np.ndarray], list[dict], list[dict]]:
+    """:func:`pooled_views` plus each sample's prepared targets, kept from the same pass (the
+    regression probe reads its ``probe_target`` there instead of preparing the images again)."""
     from facerep.eval.protocols import PreparedData, _autocast, _loader, cached_rows
 
     name = getattr(p, "readout", "pooled")
@@ -301,12 +309,12 @@ def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: Linear
     def compute(data: FaceDataset) -> tuple[list, list]:
         rows: list = []
         metas: list[dict] = []
-        for images, _, meta in _loader(PreparedData(task, data, train=False), p.batch_size, p.num_workers):
+        for images, target, meta in _loader(PreparedData(task, data, train=False), p.batch_size, p.num_workers):
             views = []
             for x in task.test_views(images):
                 with _autocast(device, p.precision):
                     views.append(readout(backbone(backbone.preprocess(x.to(device))), name).float().cpu().numpy())
-            rows.extend(np.stack([v[j] for v in views]) for j in range(len(images)))
+            rows.extend((np.stack([v[j] for v in views]), {k: t[j].numpy() for k, t in target.items()}) for j in range(len(images)))
             metas.extend(meta)
         return rows, metas
 
@@ -315,8 +323,8 @@ def pooled_views(backbone: Backbone, task: Task, dataset: FaceDataset, p: Linear
     else:  # the layers a readout reads can change between entries: key by them too
         key = ("readout", name, tuple(getattr(getattr(backbone, "params", None), "layers", ()) or ()), id(backbone), p.precision)
     rows, metas = cached_rows(dataset, key, compute)
-    stacked = np.stack(rows)  # (N, views, D)
-    return [stacked[:, v] for v in range(stacked.shape[1])], metas
+    stacked = np.stack([r[0] for r in rows])  # (N, views, D)
+    return [stacked[:, v] for v in range(stacked.shape[1])], metas, [r[1] for r in rows]
 
 
 def _device(backbone: Backbone) -> torch.device:
@@ -373,8 +381,13 @@ class LinearProbe:
         p = self.params
         key = task.probe_target  # type: ignore[attr-defined]
         backbone.to(resolve_device(p.device))
-        (xtr, *_), _ = pooled_views(backbone, task, train, p)
-        ytr = prepared_targets(task, train, key)
+        if len(train) < 3:
+            raise ConfigError(f"dataset {train.info.name}: the ridge probe of task {task.name} needs at least 3 training samples, "
+                              f"got {len(train)} (raise the fraction)")
+        (xtr, *_), _, targets = _probe_rows(backbone, task, train, p)
+        if key not in targets[0]:
+            raise ConfigError(f"task {task.name}: probe_target {key!r} is not a key of its prepared targets ({sorted(targets[0])})")
+        ytr = np.stack([t[key] for t in targets]).astype(np.float64)
         ridge = fit_ridge(xtr, ytr.reshape(len(ytr), -1), std_floor=p.std_floor)
         xte_views, metas = pooled_views(backbone, task, test, p)
         outputs = [{key: torch.from_numpy(ridge.predict(x)).float().view(-1, *ytr.shape[1:])} for x in xte_views]
@@ -383,20 +396,3 @@ class LinearProbe:
         metrics.update(ridge.info)
         return EvalOutput(metrics, preds)
 
-
-def prepared_targets(task: Task, dataset: FaceDataset, key: str) -> np.ndarray:
-    """``Prepared.target[key]`` of every test-mode prepared sample, stacked (cached like the features)."""
-    from facerep.eval.protocols import PreparedData, cached_rows
-
-    def compute(data: FaceDataset) -> tuple[list, list]:
-        prepared = PreparedData(task, data, train=False)
-        rows = []
-        for i in range(len(prepared)):
-            target = prepared[i].target
-            if key not in target:
-                raise ConfigError(f"task {task.name}: probe_target {key!r} is not a key of its prepared targets ({sorted(target)})")
-            rows.append(np.asarray(target[key], np.float64))
-        return rows, [{}] * len(rows)
-
-    rows, _ = cached_rows(dataset, ("probe_target", task.name, key, task.input_size), compute)
-    return np.stack(rows)
