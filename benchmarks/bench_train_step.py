@@ -116,7 +116,7 @@ class SwAVStepSetup:
         model.eval()
         self.lightly_model.eval()
         try:
-            ours = float(model.objective(model.prepare({"views": self.uint8_views})).loss)
+            ours = float(model.objective(model.prepare({"views": self.uint8_views})[0]).loss)
             self.lightly_model.prototypes.normalize()
             outs = [self.lightly_model(v) for v in self.float_views]
             theirs = float(self.lightly_loss(outs[: self.n_global], outs[self.n_global :]))

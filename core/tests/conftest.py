@@ -18,6 +18,7 @@ def _local_plugin() -> types.ModuleType:
     def facerep_register(registrar):
         registrar.dataset("noise", "facerep.testing.toy:NoiseFaces", params="facerep.testing.toy:NoiseParams")
         registrar.objective("toy", "facerep.testing.toy:ToyContrastive", params="facerep.testing.toy:ToyParams")
+        registrar.objective("toy_masked", "facerep.testing.toy:ToyMaskedContrastive", params="facerep.testing.toy:ToyMaskedParams")
 
     mod.facerep_plugin_info = facerep_plugin_info
     mod.facerep_register = facerep_register
@@ -26,7 +27,7 @@ def _local_plugin() -> types.ModuleType:
 
 @pytest.fixture
 def local_plugins():
-    """Core plus a local plugin ``local`` (noise dataset, toy objective); no installed plugins."""
+    """Core plus a local plugin ``local`` (noise dataset, toy objectives); no installed plugins."""
     from facerep.plugins import load_plugins, reset_plugins
 
     plugins = load_plugins(entry_points=[], extra=[("local", _local_plugin())])

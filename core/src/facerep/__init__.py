@@ -18,6 +18,7 @@ _LAZY = {
     "Features": "facerep.types",
     "LossOutput": "facerep.types",
     "ParamGroup": "facerep.types",
+    "Views": "facerep.types",
     "FaceDataset": "facerep.protocols",
     "Backbone": "facerep.protocols",
     "Objective": "facerep.protocols",

@@ -39,8 +39,10 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: component methods, new fields with defaults); a major one may change or remove. Core loads a
 #: plugin written for its major version and the same or an older minor, and refuses the others.
 #: History: 1.0 first release; 1.1 ``Objective.param_groups()`` and ``ParamGroup``, validators for
-#: params classes (``facerep.config.positive`` ...), ``facerep.data.io``. See CHANGELOG.md.
-API_VERSION = "1.1"
+#: params classes (``facerep.config.positive`` ...), ``facerep.data.io``; 1.2 view transforms may return
+#: ``facerep.types.Views`` (images + per-sample ``extras`` passed as ``Objective.forward(views,
+#: extras=...)``), optional ``Objective.manifest()``. See CHANGELOG.md.
+API_VERSION = "1.2"
 
 
 @hookspec

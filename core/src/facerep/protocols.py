@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from facerep.types import DatasetInfo, Features, LossOutput, Prepared, Sample
+    from facerep.types import DatasetInfo, Features, LossOutput, Prepared, Sample, Views
 
 __all__ = ["Backbone", "FaceDataset", "Head", "Objective", "Protocol", "Task", "ViewTransform"]
 
@@ -40,9 +40,13 @@ class ViewTransform(typing.Protocol):
     Returns a list of ``(h_v, w_v, 3)`` uint8 arrays; view ``v`` has the same size for every sample
     (so views batch by index). All randomness comes from ``rng`` (seeded per sample position by
     the runner), which makes runs reproducible and resumable and independent of the worker count.
+
+    API 1.2: it may instead return :class:`~facerep.types.Views`: the images plus named per-sample
+    arrays (``extras``: a caption's token ids, a mask per view, landmarks per view) that the runner
+    batches beside the images and passes to ``Objective.forward(views, extras=...)``.
     """
 
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> list[np.ndarray]: ...
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> list[np.ndarray] | Views: ...
 
 
 class Backbone(typing.Protocol):
@@ -70,6 +74,8 @@ class Objective(typing.Protocol):
     The runner calls, per step::
 
         loss_out = objective(views)                 # views: list of (B, 3, h_v, w_v) float tensors
+        loss_out = objective(views, extras=extras)  # instead, when the view transform returns Views
+                                                    # with extras: {name: (B, ...) tensor}, dtype kept
         loss_out.loss.backward()
         objective.before_optimizer_step(step)       # e.g. drop prototype gradients early on
         optimizer.step()
@@ -81,13 +87,17 @@ class Objective(typing.Protocol):
     Optional: ``param_groups() -> list[ParamGroup]`` declares optimizer settings for some
     parameters (no weight decay, no LARS adaptation, an lr scale); the rest follow the ``train``
     block. Parameters that do not require gradients (momentum encoders) are never optimised.
+
+    Optional (API 1.2): ``manifest() -> dict`` of JSON-serialisable facts about the run that are not
+    in its params (e.g. the file and SHA-256 of a frozen teacher); written to the work dir's
+    ``run.json`` and into the exported backbone's metadata.
     """
 
     backbone: nn.Module
 
     def view_transform(self) -> ViewTransform: ...
 
-    def forward(self, views: list[torch.Tensor]) -> LossOutput: ...
+    def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput: ...
 
     def before_optimizer_step(self, step: int) -> None: ...
 

@@ -16,7 +16,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-__all__ = ["DatasetInfo", "Features", "LossOutput", "ParamGroup", "Prepared", "Sample"]
+__all__ = ["DatasetInfo", "Features", "LossOutput", "ParamGroup", "Prepared", "Sample", "Views", "as_views"]
 
 
 def _check_image(instance: Sample, attribute: attrs.Attribute, value: np.ndarray) -> None:
@@ -150,3 +150,26 @@ class Prepared:
     image: np.ndarray
     target: dict[str, np.ndarray] = attrs.field(factory=dict)
     meta: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class Views:
+    """What a view transform returns when its objective needs more than pixels (API 1.2).
+
+    Attributes:
+        images: the views, ``(h_v, w_v, 3)`` uint8 each; view ``v`` has the same size for every sample.
+        extras: named per-sample arrays that batch beside the images (stacked along a new first
+            axis), e.g. a caption's token ids ``"text": (77,) int64``, a patch mask per view
+            ``"mask": (V, N) bool``, landmarks per view ``"points": (V, K, 2) float32``. Every sample
+            must give the same keys, shapes and dtypes; dtypes are kept (use bool, int64, float32).
+
+    A transform that returns a plain list of arrays means ``Views(images=that_list)``.
+    """
+
+    images: list[np.ndarray]
+    extras: dict[str, np.ndarray] = attrs.field(factory=dict)
+
+
+def as_views(out: Views | list[np.ndarray]) -> Views:
+    """A view transform's output as :class:`Views` (a plain list has no extras)."""
+    return out if isinstance(out, Views) else Views(images=list(out))

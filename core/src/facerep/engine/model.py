@@ -22,19 +22,24 @@ class PretrainModel(BaseModel):
         self.precision = precision
         self.channels_last = channels_last
 
-    def forward(self, views: list[torch.Tensor], data_samples: Any = None, mode: str = "loss") -> dict[str, torch.Tensor]:
-        out = self.objective(views)
+    def forward(self, views: list[torch.Tensor], data_samples: Any = None, mode: str = "loss",
+                extras: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        out = self.objective(views) if extras is None else self.objective(views, extras=extras)
         logs = {k: torch.as_tensor(float(v)) for k, v in out.logs.items()}
         return {"loss": out.loss, **logs}
 
-    def prepare(self, data: dict[str, Any]) -> list[torch.Tensor]:
-        """uint8 views from the loader -> normalised float views on the model's device."""
+    def prepare(self, data: dict[str, Any]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
+        """uint8 views from the loader -> normalised float views on the model's device, and the
+        batched extras (dtype kept) when the view transform gives any."""
         device = next(self.parameters()).device
         views = []
         for v in data["views"]:
             v = self.objective.backbone.preprocess(v.to(device, non_blocking=True))
             views.append(v.contiguous(memory_format=torch.channels_last) if self.channels_last else v)
-        return views
+        extras = data.get("extras")
+        if extras is not None:
+            extras = {name: t.to(device, non_blocking=True) for name, t in extras.items()}
+        return views, extras
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "bf16":
@@ -57,9 +62,9 @@ def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, A
                 optim_wrapper: OptimWrapper) -> dict[str, torch.Tensor]:
     hub = MessageHub.get_current_instance()
     step, max_steps = int(hub.get_info("iter", 0)), int(hub.get_info("max_iters", 1))
-    views = model.prepare(data)
+    views, extras = model.prepare(data)
     with optim_wrapper.optim_context(caller), model.autocast():
-        outputs = caller(views, mode="loss")
+        outputs = caller(views, mode="loss") if extras is None else caller(views, mode="loss", extras=extras)
     loss = outputs.pop("loss")
     if not torch.isfinite(loss):
         from facerep.errors import TrainingError

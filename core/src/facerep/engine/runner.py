@@ -8,6 +8,7 @@ independent batches) and checkpoints that load without unpickling arbitrary obje
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 import time
@@ -189,6 +190,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
     dataset = build(data_r)
     backbone = build(backbone_r)
     objective = build(objective_r, backbone=backbone)
+    manifest = objective.manifest() if hasattr(objective, "manifest") else {}  # optional, API 1.2
     model = PretrainModel(objective, precision=t.precision, channels_last=t.channels_last).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -242,8 +244,13 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
             load_from=str(resume_from) if resume_from is not None else None,
             log_level="INFO",
         )
-        if on_start is not None and rank == 0:
-            on_start()
+        if rank == 0:
+            if on_start is not None:
+                on_start()
+            if manifest:  # what the params do not say, e.g. a frozen teacher's file and hash
+                from facerep.workdir import atomic_write_text
+
+                atomic_write_text(work_dir / "objective.json", json.dumps(manifest, indent=2, default=str))
         with safe_checkpoint_loading():
             runner.train()
     finished = runner.iter >= t.max_steps
@@ -254,7 +261,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
             out,
             backbone=cfg.backbone,
             method=objective_r.spec.name,
-            extra={"run": cfg.name, "steps": t.max_steps, "plugins": plugins.manifest()},
+            extra={"run": cfg.name, "steps": t.max_steps, "plugins": plugins.manifest(), **({"objective": manifest} if manifest else {})},
         )
     if fdist.is_distributed():  # leave together: a rank exiting with live gloo/NCCL threads aborts
         torch.distributed.barrier()

@@ -22,12 +22,15 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from facerep.protocols import FaceDataset, ViewTransform
+from facerep.types import as_views
 
 __all__ = ["StreamSampler", "ViewStream"]
 
 
 class ViewStream(Dataset):
-    """Maps a stream position ``k`` to the views of one sample: ``{"views": [uint8 (3, h, w)]}``."""
+    """Maps a stream position ``k`` to the views of one sample: ``{"views": [uint8 (3, h, w)]}``,
+    plus ``"extras": {name: array}`` when the transform returns :class:`~facerep.types.Views` with
+    extras (the default collate stacks both)."""
 
     def __init__(self, dataset: FaceDataset, transform: ViewTransform, seed: int) -> None:
         if len(dataset) == 0:
@@ -53,9 +56,12 @@ class ViewStream(Dataset):
     def __getitem__(self, k: int) -> dict[str, Any]:
         sample = self.dataset[self.index_of(k)]
         rng = np.random.default_rng([self.seed, 1, k])
-        views = self.transform(sample, rng)
+        out = as_views(self.transform(sample, rng))
         # HWC uint8 -> CHW uint8; normalisation happens on the device (Backbone.preprocess).
-        return {"views": [torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for v in views]}
+        item: dict[str, Any] = {"views": [torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1))) for v in out.images]}
+        if out.extras:
+            item["extras"] = {name: torch.from_numpy(np.ascontiguousarray(a)) for name, a in out.extras.items()}
+        return item
 
 
 class StreamSampler(Sampler[int]):

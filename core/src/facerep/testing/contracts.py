@@ -16,6 +16,11 @@ under bf16 autocast (``train.precision: bf16``); the view transform pickles (dat
 receive it pickled) and gives the same views after the round trip; and a 4-step run through the
 real runner (``facerep.run.run``), stopped after step 2 and resumed, exports exactly the weights of
 the uninterrupted run.
+
+Objectives whose view transform returns :class:`~facerep.types.Views` with ``extras`` (API 1.2) are
+called as ``objective(views, extras=extras)`` everywhere above (the runner check batches them
+through the real data loader), and their extras must have the same keys, shapes and dtypes for
+every sample, depend only on ``(sample, rng)``, and survive pickling of the transform.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-__all__ = ["ObjectiveContract", "build_objective", "tiny_params", "view_batch"]
+__all__ = ["ObjectiveContract", "build_objective", "call_objective", "objective_batch", "tiny_params", "view_batch"]
 
 
 def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
@@ -51,17 +56,34 @@ def build_objective(name: str, params: dict[str, Any] | None = None, backbone: s
     return target(backbone=bb) if p is None else target(p, backbone=bb)
 
 
-def view_batch(objective: Any, faces: Any, n: int = 4, seed: int = 0) -> list[Any]:
-    """Views of ``n`` samples, batched per view index and normalised as the runner does."""
+def objective_batch(objective: Any, faces: Any, n: int = 4, seed: int = 0) -> tuple[list[Any], dict[str, Any] | None]:
+    """Views of ``n`` samples, batched per view index and normalised as the runner does, and the
+    batched extras (None when the view transform gives none)."""
     import torch
 
+    from facerep.types import as_views
+
     transform = objective.view_transform()
-    per_sample = [transform(faces[i], np.random.default_rng([seed, i])) for i in range(n)]
+    per_sample = [as_views(transform(faces[i], np.random.default_rng([seed, i]))) for i in range(n)]
     batched = []
-    for v in range(len(per_sample[0])):
-        arr = np.stack([views[v] for views in per_sample])
+    for v in range(len(per_sample[0].images)):
+        arr = np.stack([views.images[v] for views in per_sample])
         batched.append(objective.backbone.preprocess(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()))
-    return batched
+    if not per_sample[0].extras:
+        return batched, None
+    extras = {k: torch.from_numpy(np.stack([views.extras[k] for views in per_sample])) for k in per_sample[0].extras}
+    return batched, extras
+
+
+def view_batch(objective: Any, faces: Any, n: int = 4, seed: int = 0) -> list[Any]:
+    """Views of ``n`` samples, batched per view index and normalised as the runner does."""
+    return objective_batch(objective, faces, n, seed)[0]
+
+
+def call_objective(objective: Any, batch: tuple[list[Any], dict[str, Any] | None]) -> Any:
+    """``objective(views)``, or ``objective(views, extras=extras)`` when the batch has extras (as the runner calls it)."""
+    views, extras = batch
+    return objective(views) if extras is None else objective(views, extras=extras)
 
 
 class ObjectiveContract:
@@ -77,23 +99,31 @@ class ObjectiveContract:
         return build_objective(self.component, dict(self.params), self.backbone, seed)
 
     def test_views_are_uint8_and_consistent(self, tiny_faces: Any) -> None:
+        from facerep.types import as_views
+
         obj = self._build()
         transform = obj.view_transform()
-        a = transform(tiny_faces[0], np.random.default_rng(1))
-        b = transform(tiny_faces[1], np.random.default_rng(2))
-        again = transform(tiny_faces[0], np.random.default_rng(1))
-        assert len(a) == len(b) >= 1
-        for va, vb, vc in zip(a, b, again, strict=True):
+        a = as_views(transform(tiny_faces[0], np.random.default_rng(1)))
+        b = as_views(transform(tiny_faces[1], np.random.default_rng(2)))
+        again = as_views(transform(tiny_faces[0], np.random.default_rng(1)))
+        assert len(a.images) == len(b.images) >= 1
+        for va, vb, vc in zip(a.images, b.images, again.images, strict=True):
             assert va.dtype == np.uint8 and va.ndim == 3 and va.shape[2] == 3
             assert va.shape == vb.shape, "view v must have the same size for every sample"
             assert np.array_equal(va, vc), "views must be a function of (sample, rng) only"
+        assert a.extras.keys() == b.extras.keys() == again.extras.keys()
+        for key in a.extras:
+            ea, eb = a.extras[key], b.extras[key]
+            assert isinstance(ea, np.ndarray) and ea.dtype != object, f"extras[{key!r}] must be a numeric numpy array"
+            assert (ea.shape, ea.dtype) == (eb.shape, eb.dtype), f"extras[{key!r}] must have one shape and dtype for every sample"
+            assert np.array_equal(ea, again.extras[key]), f"extras[{key!r}] must be a function of (sample, rng) only"
 
     def test_forward_backward_finite(self, tiny_faces: Any) -> None:
         import torch
 
         obj = self._build()
         obj.train()
-        out = obj(view_batch(obj, tiny_faces))
+        out = call_objective(obj, objective_batch(obj, tiny_faces))
         assert out.loss.ndim == 0 and torch.isfinite(out.loss)
         assert all(isinstance(v, float) and math.isfinite(v) for v in out.logs.values())
         out.loss.backward()
@@ -113,14 +143,14 @@ class ObjectiveContract:
         a = self._build(seed=0)
         b = self._build(seed=1)
         b.load_state_dict(a.state_dict())
-        views = view_batch(a, tiny_faces)
+        batch = objective_batch(a, tiny_faces)
         a.eval()
         b.eval()
         with torch.no_grad():
             torch.manual_seed(0)
-            la = a(views).loss
+            la = call_objective(a, batch).loss
             torch.manual_seed(0)
-            lb = b(views).loss
+            lb = call_objective(b, batch).loss
         torch.testing.assert_close(la, lb)
 
     def test_params_round_trip(self) -> None:
@@ -138,9 +168,9 @@ class ObjectiveContract:
 
         obj = self._build()
         obj.train()
-        views = view_batch(obj, tiny_faces)
+        batch = objective_batch(obj, tiny_faces)
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
-            out = obj(views)
+            out = call_objective(obj, batch)
         assert out.loss.ndim == 0 and torch.isfinite(out.loss.float()), "loss must stay finite under bf16 autocast"
         out.loss.float().backward()
         assert any(p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in obj.backbone.parameters())
@@ -148,11 +178,14 @@ class ObjectiveContract:
     def test_view_transform_pickles(self, tiny_faces: Any) -> None:
         import pickle
 
+        from facerep.types import as_views
+
         transform = self._build().view_transform()
         again = pickle.loads(pickle.dumps(transform))
-        a = transform(tiny_faces[0], np.random.default_rng(7))
-        b = again(tiny_faces[0], np.random.default_rng(7))
-        assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+        a = as_views(transform(tiny_faces[0], np.random.default_rng(7)))
+        b = as_views(again(tiny_faces[0], np.random.default_rng(7)))
+        assert len(a.images) == len(b.images) and all(np.array_equal(x, y) for x, y in zip(a.images, b.images, strict=True))
+        assert a.extras.keys() == b.extras.keys() and all(np.array_equal(a.extras[k], b.extras[k]) for k in a.extras)
 
     def test_stop_and_resume_through_the_runner(self, tmp_path: Any) -> None:
         import yaml

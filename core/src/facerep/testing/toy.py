@@ -2,6 +2,8 @@
 
 ``ToyContrastive`` is a two-view InfoNCE (SimCLR's NT-Xent restricted to cross-view pairs) on a
 linear projection; its view transform is a seeded random crop plus flip in numpy.
+``ToyMaskedContrastive`` is the same with a random patch mask per view carried as a view *extra*
+(API 1.2, :class:`~facerep.types.Views`): masked patches are blanked before the encoder.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facerep.types import DatasetInfo, LossOutput, Sample
+from facerep.types import DatasetInfo, LossOutput, Sample, Views
 
-__all__ = ["NoiseFaces", "NoiseParams", "ToyContrastive", "ToyParams", "toy_views"]
+__all__ = ["NoiseFaces", "NoiseParams", "ToyContrastive", "ToyMaskedContrastive", "ToyMaskedParams", "ToyParams", "toy_views"]
 
 
 @attrs.frozen
@@ -91,3 +93,45 @@ class ToyContrastive(nn.Module):
 
     def exported_backbone(self) -> nn.Module:
         return self.backbone
+
+
+@attrs.frozen
+class ToyMaskedParams(ToyParams):
+    patch: int = 8
+    mask_ratio: float = 0.5
+
+
+@attrs.frozen
+class _MaskedViews:
+    crop: int
+    patch: int
+    mask_ratio: float
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Views:
+        images = toy_views(sample, rng, self.crop)
+        n = (self.crop // self.patch) ** 2
+        masked = int(round(self.mask_ratio * n))
+        mask = np.zeros((len(images), n), dtype=bool)
+        for row in mask:
+            row[rng.permutation(n)[:masked]] = True
+        return Views(images=images, extras={"mask": mask})
+
+
+class ToyMaskedContrastive(ToyContrastive):
+    """``ToyContrastive`` on views whose masked patches (``extras["mask"]``, ``(B, 2, N)`` bool) are blanked."""
+
+    params: ToyMaskedParams
+
+    def __init__(self, params: ToyMaskedParams | None = None, *, backbone: nn.Module) -> None:
+        super().__init__(params or ToyMaskedParams(), backbone=backbone)
+
+    def view_transform(self):
+        return _MaskedViews(self.params.crop, self.params.patch, self.params.mask_ratio)
+
+    def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput:
+        if extras is None or "mask" not in extras:
+            raise ValueError("ToyMaskedContrastive needs extras['mask'] from its view transform")
+        g = self.params.crop // self.params.patch
+        keep = (~extras["mask"]).float().view(-1, 2, 1, g, g)  # (B, 2, 1, g, g)
+        keep = F.interpolate(keep.flatten(0, 1), scale_factor=self.params.patch).view(-1, 2, 1, *views[0].shape[-2:])
+        return super().forward([v * keep[:, i].to(v.dtype) for i, v in enumerate(views)])
