@@ -156,8 +156,11 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_backbone(path: str | Path, plugins: Any = None) -> nn.Module:
-    """Build the backbone described by the sidecar and load the safetensors weights (strict)."""
+def load_backbone(path: str | Path, plugins: Any = None, *, params: dict[str, Any] | None = None) -> nn.Module:
+    """Build the backbone described by the sidecar and load the safetensors weights (strict).
+
+    ``params``: overrides of the sidecar's backbone params that do not change the weights (e.g.
+    ``{"layers": [1, 3]}``: which intermediate layers the backbone returns)."""
     from safetensors.torch import load_file
 
     from facerep.build import build, resolve
@@ -167,7 +170,10 @@ def load_backbone(path: str | Path, plugins: Any = None) -> nn.Module:
     side = Path(path).with_suffix(".json")
     if not isinstance(meta.get("backbone"), dict):
         raise DataError(f"{side}: no 'backbone' block naming the component to build")
-    comp = structure(meta["backbone"], ComponentConfig, path="backbone", source=side)
+    raw = dict(meta["backbone"])
+    if params:
+        raw["params"] = {**(raw.get("params") or {}), **params}
+    comp = structure(raw, ComponentConfig, path="backbone", source=side)
     module = build(resolve("backbone", comp, f"{side}: backbone", plugins))
     try:
         state = load_file(str(path))

@@ -96,6 +96,11 @@ class TimmBackbone(nn.Module):
         """``(B, 3, H, W)`` uint8 -> normalised float32 (done on the device, after augmentation)."""
         return (x.float() - self._mean) / self._scale
 
+    def unpreprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`preprocess`: normalised float -> float in 0-255 units (e.g. to hand a
+        reconstruction to another backbone's ``preprocess``)."""
+        return x * self._scale + self._mean
+
     @property
     def layer_dims(self) -> list[int]:
         """Channel count of each configured intermediate layer."""

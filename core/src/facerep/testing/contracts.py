@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-__all__ = ["ObjectiveContract", "build_objective", "call_objective", "objective_batch", "tiny_params", "view_batch"]
+__all__ = ["ObjectiveContract", "build_objective", "call_objective", "objective_batch", "tiny_backbone", "tiny_params", "view_batch"]
 
 
 def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
@@ -42,17 +42,25 @@ def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
     return attrs.evolve(params, **(overrides or {}))
 
 
+def tiny_backbone(spec: Any, backbone: str = "resnet10t") -> dict[str, Any]:
+    """The ``core.timm`` params a contract builds ``spec``'s objective on: the params class's
+    ``tiny_backbone()`` when it defines one (e.g. a ViT for masked image modelling), else ``backbone``."""
+    cls = spec.load_params()
+    return dict(cls.tiny_backbone()) if cls is not None and hasattr(cls, "tiny_backbone") else {"model": backbone}
+
+
 def build_objective(name: str, params: dict[str, Any] | None = None, backbone: str = "resnet10t", seed: int = 0) -> Any:
     import torch
 
     from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.config import structure
     from facerep.plugins import get_plugins
 
     spec = get_plugins().get("objective", name)
     torch.manual_seed(seed)
     p = tiny_params(spec, params)
     target = spec.load()
-    bb = TimmBackbone(TimmBackboneParams(model=backbone))
+    bb = TimmBackbone(structure(tiny_backbone(spec, backbone), TimmBackboneParams))
     return target(backbone=bb) if p is None else target(p, backbone=bb)
 
 
@@ -88,7 +96,8 @@ def call_objective(objective: Any, batch: tuple[list[Any], dict[str, Any] | None
 
 class ObjectiveContract:
     """Subclass and set ``component`` (and optionally ``params``, ``backbone``, ``image_size``:
-    the side of the synthetic faces the runner check trains on)."""
+    the side of the synthetic faces the runner check trains on). A params class with a
+    ``tiny_backbone()`` classmethod (``core.timm`` params, e.g. a small ViT) overrides ``backbone``."""
 
     component: ClassVar[str] = ""
     params: ClassVar[dict[str, Any]] = {}
@@ -195,12 +204,13 @@ class ObjectiveContract:
         from facerep.plugins import get_plugins
         from facerep.run import run
 
-        params = tiny_params(get_plugins().get("objective", self.component), dict(self.params))
+        spec = get_plugins().get("objective", self.component)
+        params = tiny_params(spec, dict(self.params))
         cfg = {
             "name": "contract",
             "seed": 1,
             "data": {"name": "core.synthetic", "params": {"n": 24, "size": self.image_size, "n_identities": 4}},
-            "backbone": {"name": "core.timm", "params": {"model": self.backbone}},
+            "backbone": {"name": "core.timm", "params": tiny_backbone(spec, self.backbone)},
             "objective": {"name": self.component, "params": unstructure(params) if params is not None else {}},
             "train": {"max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "channels_last": False,
                       "optimizer": {"type": "sgd", "lr": 0.01, "weight_decay": 1e-4}, "schedule": {"warmup_steps": 1}},
