@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
@@ -37,3 +38,19 @@ def test_preprocess_normalises_uint8_with_configured_statistics():
     y = bb.preprocess(x)
     assert y.dtype == torch.float32
     torch.testing.assert_close(y[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
+
+
+@pytest.mark.parametrize("model,kwargs", [("resnet10t", {}), ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 4}})])
+def test_forward_layers_gives_the_layers_of_the_full_forward_and_unpreprocess_inverts(model, kwargs):
+    torch.manual_seed(0)
+    bb = TimmBackbone(TimmBackboneParams(model=model, layers=(1, 2), **kwargs)).eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        full = bb(bb.preprocess(x))
+        maps, cls = bb.forward_layers(bb.preprocess(x))
+    assert len(maps) == 2
+    for a, b in zip(maps, full.layers, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(cls, full.layer_cls, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(bb.unpreprocess(bb.preprocess(x)), x.float(), rtol=0, atol=1e-4)

@@ -48,7 +48,7 @@ def _luma(img: np.ndarray) -> np.ndarray:
 def test_info_and_labels(faces, samples):
     info = faces.info
     assert info.name == "synthetic_faces" and info.synthetic and info.split == "train"
-    assert info.labels == ("identity", "landmarks", "mask", "attributes", "expression")
+    assert info.labels == ("identity", "landmarks", "mask", "attributes", "expression", "caption")
     assert info.class_names["expression"] == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     assert len(info.class_names["mask"]) == 19 and info.class_names["attributes"] == ATTRIBUTES
     assert info.landmark_scheme == "68" and isinstance(faces, FaceDataset)
@@ -58,6 +58,9 @@ def test_info_and_labels(faces, samples):
     assert s.mask.shape == (64, 64) and s.mask.dtype == np.uint8 and s.mask.max() < 19
     assert s.attributes.shape == (5,) and s.attributes.dtype == np.uint8
     assert s.identity == 5 % 8 and 0 <= s.expression < 7
+    assert s.caption.startswith(f"a drawing of a{'n' if info.class_names['expression'][s.expression][0] in 'aeiou' else ''} "
+                                f"{info.class_names['expression'][s.expression]} face")
+    assert ("eyeglasses" in s.caption) == bool(s.attributes[1])
     assert s.meta == {"path": "synthetic://train/5", "synthetic": True}
     assert {x.expression for x in samples} == set(range(7))
 

@@ -110,6 +110,17 @@ class TimmBackbone(nn.Module):
         chans = [f["num_chs"] for f in info]
         return [chans[i] for i in self.params.layers]
 
+    def forward_layers(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Only the configured intermediate layers ``(maps, cls_tokens)``, as in :meth:`forward`,
+        stopping after the last of them (a frozen feature extractor that needs early layers)."""
+        if not self.params.layers:
+            raise ConfigError("backbone.params.layers: forward_layers needs at least one layer")
+        indices = list(self.params.layers)
+        if self.is_vit:
+            inter = self.model.forward_intermediates(x, indices=indices, return_prefix_tokens=True, stop_early=True, intermediates_only=True)
+            return [fmap for fmap, _ in inter], [prefix[:, 0] for _, prefix in inter]
+        return list(self.model.forward_intermediates(x, indices=indices, stop_early=True, intermediates_only=True)), []
+
     def forward(self, x: torch.Tensor) -> Features:
         layers: list[torch.Tensor] = []
         layer_cls: list[torch.Tensor] = []

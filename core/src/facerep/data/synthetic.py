@@ -48,6 +48,7 @@ __all__ = [
     "SyntheticParams",
     "build_synthetic",
     "make_traits",
+    "synthetic_caption",
 ]
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -147,6 +148,14 @@ class _Expr(NamedTuple):
     corner: float  # mouth corners up (smile) or down (sadness) when negative
     opening: float  # gap between the inner lips
     asym: float  # one corner up, the other down (the sneer of disgust)
+
+
+def synthetic_caption(expression: int, attributes: np.ndarray) -> str:
+    """What the labels say, as text (for image-text objectives): "a drawing of a happy face with
+    eyeglasses and dark hair"."""
+    extras = [word for word, on in zip(("eyeglasses", "dark hair", "an open mouth"), attributes[[1, 2, 4]], strict=True) if on]
+    text = f"a drawing of {'an' if EXPRESSIONS[expression][0] in 'aeiou' else 'a'} {EXPRESSIONS[expression]} face"
+    return text + (" with " + " and ".join(extras) if extras else "")
 
 
 # Prototypes per class of EXPRESSIONS, loosely after FACS descriptions of the basic emotions:
@@ -432,7 +441,7 @@ class SyntheticFaces:
         self.info = DatasetInfo(
             name="synthetic_faces",
             split=split,
-            labels=("identity", "landmarks", "mask", "attributes", "expression"),
+            labels=("identity", "landmarks", "mask", "attributes", "expression", "caption"),
             class_names={"expression": EXPRESSIONS, "attributes": ATTRIBUTES, "mask": MASK_CLASSES},
             landmark_scheme="68",
             flip_pairs=IBUG68_FLIP_PAIRS,
@@ -471,6 +480,7 @@ class SyntheticFaces:
             mask=mask,
             attributes=attributes,
             expression=expression,
+            caption=synthetic_caption(expression, attributes),
             meta={"path": f"synthetic://{self.split}/{i}", "synthetic": True},
         )
 

@@ -58,6 +58,17 @@ class TeacherParams:
             raise FieldError("name at least one layer", "layers")
 
 
+def _path(text: str, field: str) -> Path:
+    """``$VAR`` / ``${VAR}`` / ``~`` expanded (``$FACEREP_DATA`` defaults to ``../shared/data``);
+    an unset variable is an error naming the field."""
+    from facerep.data.folder import expand_path
+
+    path = expand_path(text)
+    if "$" in str(path):
+        raise ConfigError(f"objective.params.teacher.{field}: {text!r} names an unset environment variable")
+    return path
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -94,7 +105,7 @@ class FeatureTeacher(nn.Module):
         self.params = params
         layers = list(params.layers)
         if params.weights is not None:
-            path = Path(params.weights).expanduser()
+            path = _path(params.weights, "weights")
             self.backbone = load_backbone(path, params={"layers": layers})
             self.source: dict[str, Any] = {"weights": str(path), "sha256": _sha256(path), "backbone": read_sidecar(path)["backbone"]}
         else:
@@ -108,7 +119,7 @@ class FeatureTeacher(nn.Module):
                               stacklevel=2)
                 self.source["checkpoint"] = None
             else:
-                path = Path(params.checkpoint).expanduser()
+                path = _path(params.checkpoint, "checkpoint")
                 state = _read_state(path)
                 missing, unexpected = self.backbone.model.load_state_dict(state, strict=False)
                 missing = [k for k in missing if not k.startswith(("head.", "fc."))]  # classifier heads are dropped
@@ -131,11 +142,15 @@ class FeatureTeacher(nn.Module):
         x = self.backbone.preprocess(x)
         if self.params.input_size is not None and x.shape[-1] != self.params.input_size:
             x = F.interpolate(x, size=(self.params.input_size,) * 2, mode="bilinear", align_corners=False)
-        feats = self.backbone(x)
+        if hasattr(self.backbone, "forward_layers"):  # core.timm: stop after the last layer needed
+            maps, cls = self.backbone.forward_layers(x)
+        else:
+            feats = self.backbone(x)
+            maps, cls = feats.layers, feats.layer_cls
         out = []
-        for i, fmap in enumerate(feats.layers):
+        for i, fmap in enumerate(maps):
             tokens = fmap.flatten(2).transpose(1, 2)
-            if feats.layer_cls:
-                tokens = torch.cat([feats.layer_cls[i].unsqueeze(1), tokens], dim=1)
+            if cls:
+                tokens = torch.cat([cls[i].unsqueeze(1), tokens], dim=1)
             out.append(tokens)
         return out

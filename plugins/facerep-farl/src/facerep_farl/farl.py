@@ -1,0 +1,158 @@
+"""FaRL (Zheng et al., "General Facial Representation Learning in a Visual-Linguistic Manner",
+CVPR 2022, arXiv 2112.03109): image-text contrast + masked image modelling on one ViT
+(``specs/methods.md`` §2.2-2.3 and §8.3). Per step, for images ``x`` with captions ``t``:
+
+1. the clean ``x`` and a copy whose blockwise-masked patches are replaced by a learned mask
+   embedding go through the image tower in one batched pass;
+2. ``L_ITC``: CLS of the clean copy -> (the tower's final LayerNorm) -> projection, against the text
+   tower's end-of-text feature, symmetric InfoNCE with a learnable scale capped at 100;
+3. ``L_MIM``: the masked copy's patch tokens -> a small transformer -> LayerNorm -> linear over the
+   visual vocabulary, cross-entropy at the masked positions against the patch tokenizer's ids;
+4. ``L = L_ITC + lambda L_MIM`` (lambda = 1 [M]).
+
+FaRL's pre-training code is unreleased (FaRL issue #22); the MIM depth, mask ratio and tokenizer are
+the brief's [M] values (1 layer, ~40 % blockwise, 8,192 dVAE codes); the tokenizer here is a k-means
+codebook (:mod:`facerep_farl.patch_tokenizer`) unless one is given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from facerep.backbones.masking import vit_grid, vit_tokens
+from facerep.config import in_range, positive
+from facerep.types import LossOutput, ParamGroup
+from facerep_farl.losses import image_text_contrastive_loss, masked_token_loss
+from facerep_farl.patch_tokenizer import KMeansPatchTokenizer
+from facerep_farl.text import CaptionTokenizer, TextTower
+from facerep_farl.views import CaptionedMaskedViews
+
+__all__ = ["FaRLObjective", "FaRLParams"]
+
+
+@attrs.frozen
+class FaRLParams:
+    """Defaults are FaRL-B/16's (CLIP ViT-B/16 text tower and joint space; [M] MIM settings).
+
+    Attributes:
+        embed_dim: joint image-text space.
+        text_width, text_layers, text_heads, context_length: the text transformer.
+        init_temperature: the scale starts at ``1 / init_temperature`` (CLIP: 0.07).
+        max_logit_scale: cap of the scale (CLIP: 100).
+        mim_weight: lambda of ``L_MIM``; 0 trains image-text contrast only.
+        mim_layers: transformer blocks of the MIM head.
+        mask_ratio, min_block: BEiT blockwise masking (BEiT: 40 %, blocks of at least 16 patches).
+        vocab_size: visual tokens (the k-means codebook's size; DALL-E's dVAE has 8,192).
+        codebook: a saved codebook (safetensors ``centroids``); None fits one on the first batch.
+        codebook_pool: patches are average-pooled to at most this side before quantisation.
+        crop_scale, flip_p: RandomResizedCrop area range and horizontal flip probability.
+    """
+
+    embed_dim: int = attrs.field(default=512, validator=positive)
+    text_width: int = attrs.field(default=512, validator=positive)
+    text_layers: int = attrs.field(default=12, validator=positive)
+    text_heads: int = attrs.field(default=8, validator=positive)
+    context_length: int = attrs.field(default=77, validator=positive)
+    init_temperature: float = attrs.field(default=0.07, validator=positive)
+    max_logit_scale: float = attrs.field(default=100.0, validator=positive)
+    mim_weight: float = attrs.field(default=1.0, validator=in_range(0, math.inf))
+    mim_layers: int = attrs.field(default=1, validator=positive)
+    mask_ratio: float = attrs.field(default=0.4, validator=in_range(0, 1, lo_inclusive=False))
+    min_block: int = attrs.field(default=16, validator=positive)
+    vocab_size: int = attrs.field(default=1024, validator=positive)
+    codebook: str | None = None
+    codebook_pool: int = attrs.field(default=4, validator=positive)
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+    flip_p: float = attrs.field(default=0.5, validator=in_range(0, 1, hi_inclusive=True))
+
+    @classmethod
+    def tiny(cls) -> FaRLParams:
+        return cls(embed_dim=16, text_width=32, text_layers=1, text_heads=2, context_length=16, min_block=2, vocab_size=8, codebook_pool=2)
+
+    @classmethod
+    def tiny_backbone(cls) -> dict[str, Any]:
+        """The ``core.timm`` params the contract suites build FaRL on (it needs a ViT)."""
+        return {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 2}}
+
+
+class FaRLObjective(nn.Module):
+    def __init__(self, params: FaRLParams, *, backbone: nn.Module) -> None:
+        super().__init__()
+        self.params = params
+        self.backbone = backbone
+        self.grid = vit_grid(backbone)  # a ConfigError for a CNN
+        self.patch = int(backbone.model.patch_embed.patch_size[0])
+        d = backbone.embed_dim
+        self.image_proj = nn.Linear(d, params.embed_dim, bias=False)  # CLIP's visual.proj
+        self.caption_tokenizer = CaptionTokenizer(params.context_length)
+        self.text = TextTower(width=params.text_width, layers=params.text_layers, heads=params.text_heads,
+                              context_length=params.context_length, vocab_size=self.caption_tokenizer.vocab_size, embed_dim=params.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / params.init_temperature)))
+        self.mask_token = nn.Parameter(torch.zeros(d))
+        heads = int(backbone.model.blocks[0].attn.num_heads)
+        self.mim_blocks = nn.Sequential(*[Block(d, heads, 4.0, qkv_bias=True) for _ in range(params.mim_layers)])
+        self.mim_norm = nn.LayerNorm(d)
+        self.mim_head = nn.Linear(d, params.vocab_size)
+        self.patch_tokenizer = KMeansPatchTokenizer(patch=self.patch, vocab_size=params.vocab_size, pool=params.codebook_pool,
+                                                    codebook=params.codebook)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        nn.init.normal_(self.image_proj.weight, std=d**-0.5)
+
+    def view_transform(self) -> CaptionedMaskedViews:
+        return CaptionedMaskedViews(size=self.grid[0] * self.patch, grid=self.grid, mask_ratio=self.params.mask_ratio,
+                                    min_block=self.params.min_block, tokenizer=self.caption_tokenizer,
+                                    crop_scale=tuple(self.params.crop_scale), flip_p=self.params.flip_p)
+
+    def param_groups(self) -> list[ParamGroup]:
+        """CLIP's rule: no weight decay on the logit scale, gains and biases (here: every 0/1-D
+        tensor outside the backbone, which follows ``optimizer.no_decay``)."""
+        flat = [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.ndim < 2 and p.requires_grad]
+        return [ParamGroup(params=flat, weight_decay=0.0, name="farl 0/1-D")]
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.params.max_logit_scale)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> joint-space embeddings (not unit-normalised)."""
+        return self.image_proj(vit_tokens(self.backbone, x)[:, 0])
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text(ids)
+
+    def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput:
+        if extras is None or "text" not in extras or "mim_mask" not in extras:
+            raise ValueError("FaRL needs extras 'text' and 'mim_mask' from its view transform (facerep >= 1.2 runner)")
+        x, ids, mask = views[0], extras["text"], extras["mim_mask"]
+        b, prefix = x.shape[0], self.backbone.num_prefix_tokens
+        # one pass over [clean; masked] (FaRL's forward_mim): the clean half has nothing masked
+        tokens = vit_tokens(self.backbone, torch.cat([x, x]), mask=torch.cat([torch.zeros_like(mask), mask]), mask_token=self.mask_token)
+        clean, masked = tokens[:b], tokens[b:]
+        u = self.image_proj(clean[:, 0])
+        w = self.text(ids)
+        loss_itc = image_text_contrastive_loss(u, w, self.scale())
+        logits = self.mim_head(self.mim_norm(self.mim_blocks(masked)))[:, prefix:]
+        targets = self.patch_tokenizer(self.backbone.unpreprocess(x))
+        loss_mim = masked_token_loss(logits, targets, mask)
+        loss = loss_itc + self.params.mim_weight * loss_mim
+        with torch.no_grad():
+            sims = torch.nn.functional.normalize(u.float(), dim=1) @ torch.nn.functional.normalize(w.float(), dim=1).T
+            itc_acc = (sims.argmax(1) == torch.arange(b, device=x.device)).float().mean()
+            mim_acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
+        return LossOutput(loss, {"loss_itc": float(loss_itc.detach()), "loss_mim": float(loss_mim.detach()),
+                                 "logit_scale": float(self.scale().detach()), "itc_acc": float(itc_acc), "mim_acc": float(mim_acc)})
+
+    def before_optimizer_step(self, step: int) -> None:
+        pass
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int, max_steps: int) -> None:
+        self.logit_scale.clamp_(0.0, math.log(self.params.max_logit_scale))  # CLIP clamps t after each step
+
+    def exported_backbone(self) -> nn.Module:
+        return self.backbone

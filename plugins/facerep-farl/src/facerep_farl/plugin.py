@@ -1,0 +1,26 @@
+"""The module named by the ``facerep`` entry point ``farl``: hook implementations only (nothing
+heavy is imported here; components are import strings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from facerep.hookspecs import API_VERSION, hookimpl
+
+
+@hookimpl
+def facerep_plugin_info() -> dict[str, str]:
+    return {"api_version": API_VERSION, "summary": "FaRL: image-text contrast + masked image modelling on faces (Zheng et al., CVPR 2022)"}
+
+
+@hookimpl
+def facerep_register(registrar) -> None:
+    registrar.objective("farl", "facerep_farl.farl:FaRLObjective", params="facerep_farl.farl:FaRLParams",
+                        summary="CLIP-style image-text InfoNCE + BEiT-style masked patch-token prediction on one ViT")
+    registrar.dataset("captioned", "facerep_farl.captions:CaptionedDataset", params="facerep_farl.captions:CaptionedParams",
+                      summary="any dataset with CelebA's 40 attributes, captioned from its labels (offline image-text pairs)")
+
+
+@hookimpl
+def facerep_config_paths() -> list[Path]:
+    return [Path(__file__).parent / "configs"]

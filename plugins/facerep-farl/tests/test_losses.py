@@ -1,0 +1,82 @@
+"""FaRL's loss terms and patch tokenizer against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from facerep_farl.losses import image_text_contrastive_loss, masked_token_loss
+from facerep_farl.patch_tokenizer import KMeansPatchTokenizer, kmeans
+
+
+def _ce(row: list[float], target: int) -> float:
+    return -(row[target] - math.log(sum(math.exp(v) for v in row)))
+
+
+def test_itc_is_the_symmetric_cross_entropy_of_scaled_cosines():
+    u = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    w = torch.tensor([[0.0, 3.0], [1.0, 0.0]])
+    s = 10.0
+    un = [[1.0, 0.0], [1 / math.sqrt(2), 1 / math.sqrt(2)]]
+    wn = [[0.0, 1.0], [1.0, 0.0]]
+    sim = [[s * sum(a * b for a, b in zip(ui, wj)) for wj in wn] for ui in un]
+    i2t = (_ce(sim[0], 0) + _ce(sim[1], 1)) / 2
+    t2i = (_ce([sim[0][0], sim[1][0]], 0) + _ce([sim[0][1], sim[1][1]], 1)) / 2
+    got = image_text_contrastive_loss(u, w, torch.tensor(s))
+    assert math.isclose(float(got), 0.5 * (i2t + t2i), rel_tol=1e-6)
+
+
+def test_itc_gradient_reaches_the_logit_scale():
+    t = torch.tensor(math.log(1 / 0.07), requires_grad=True)
+    loss = image_text_contrastive_loss(torch.randn(4, 3), torch.randn(4, 3), t.exp())
+    loss.backward()
+    assert t.grad is not None and t.grad != 0
+
+
+def test_mim_loss_scores_only_masked_positions():
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 2] = 5.0  # position 0 (masked): confident in id 2
+    logits[0, 1, 1] = 9.0  # position 1 (visible): anything, never scored
+    targets = torch.tensor([[2, 0, 3]])
+    mask = torch.tensor([[True, False, True]])
+    want = (_ce([0, 0, 5, 0], 2) + _ce([0, 0, 0, 0], 3)) / 2
+    assert math.isclose(float(masked_token_loss(logits, targets, mask)), want, rel_tol=1e-6)
+
+
+def test_kmeans_finds_well_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    pts = torch.cat([c + 0.1 * torch.randn(50, 2, generator=g) for c in centres])
+    found = kmeans(pts, 3, seed=1)
+    dist = torch.cdist(centres, found)
+    assert (dist.min(1).values < 0.1).all() and len(set(dist.argmin(1).tolist())) == 3
+
+
+def test_patch_tokenizer_ids_follow_the_vit_patch_order_and_fit_once():
+    tok = KMeansPatchTokenizer(patch=4, vocab_size=2, pool=1)
+    img = torch.zeros(2, 3, 8, 8)
+    img[:, :, :4, 4:] = 255.0  # patch 1 (row 0, col 1) is white, the rest black
+    img[1, :, 4:, :4] = 255.0  # and patch 2 of the second image
+    ids = tok(img)
+    assert bool(tok.fitted) and ids.shape == (2, 4)
+    white = ids[0, 1]
+    assert ids[0].tolist() == [1 - white, white, 1 - white, 1 - white]
+    assert ids[1].tolist() == [1 - white, white, white, 1 - white]
+    before = tok.centroids.clone()
+    tok(torch.full((1, 3, 8, 8), 128.0))  # fitted: a new batch does not refit
+    assert torch.equal(tok.centroids, before)
+
+
+def test_a_saved_codebook_loads_and_a_wrong_one_is_refused(tmp_path):
+    import pytest
+
+    from facerep.errors import DataError
+
+    tok = KMeansPatchTokenizer(patch=4, vocab_size=2, pool=1)
+    tok(torch.rand(2, 3, 8, 8) * 255)
+    tok.save(tmp_path / "c.safetensors")
+    again = KMeansPatchTokenizer(patch=4, vocab_size=2, pool=1, codebook=str(tmp_path / "c.safetensors"))
+    assert bool(again.fitted) and torch.equal(again.centroids, tok.centroids)
+    with pytest.raises(DataError, match="expected"):
+        KMeansPatchTokenizer(patch=4, vocab_size=3, pool=1, codebook=str(tmp_path / "c.safetensors"))

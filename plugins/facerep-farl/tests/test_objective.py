@@ -1,0 +1,78 @@
+"""The FaRL objective: the contract suite (captions and masks as view extras), the total, the
+clean and masked copies sharing one encoder pass, the logit-scale clamp, weight decay groups."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from facerep.testing import ObjectiveContract, build_objective, call_objective, objective_batch
+
+
+class TestFaRLContract(ObjectiveContract):
+    component = "farl.farl"
+
+    @pytest.fixture(autouse=True)
+    def _plugins(self, farl_plugins):
+        yield
+
+
+@pytest.fixture
+def farl(farl_plugins):
+    return build_objective("farl.farl")
+
+
+def test_the_loss_is_itc_plus_lambda_mim(farl_plugins, tiny_faces):
+    faces = tiny_faces
+    for weight in (1.0, 0.25):
+        obj = build_objective("farl.farl", {"mim_weight": weight})
+        obj.eval()
+        with torch.no_grad():
+            out = call_objective(obj, objective_batch(obj, faces))
+        assert math.isclose(float(out.loss), out.logs["loss_itc"] + weight * out.logs["loss_mim"], rel_tol=1e-5)
+        assert out.logs["loss_mim"] > 0 and math.isclose(out.logs["logit_scale"], 1 / 0.07, rel_tol=1e-5)
+
+
+def test_clean_copy_matches_the_plain_image_tower_and_masked_patches_are_hidden(farl, tiny_faces):
+    from facerep.backbones.masking import vit_tokens
+
+    faces = tiny_faces
+    views, extras = objective_batch(farl, faces)
+    farl.eval()
+    x, mask = views[0], extras["mim_mask"]
+    with torch.no_grad():
+        both = vit_tokens(farl.backbone, torch.cat([x, x]), mask=torch.cat([torch.zeros_like(mask), mask]), mask_token=farl.mask_token)
+        torch.testing.assert_close(both[: len(x)], vit_tokens(farl.backbone, x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(farl.encode_image(x), farl.image_proj(both[: len(x), 0]), rtol=1e-5, atol=1e-5)
+        hidden = int(torch.nonzero(mask[0])[0])
+        r, c = divmod(hidden, farl.grid[1])
+        x2 = x.clone()
+        x2[0, :, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 4.0
+        again = vit_tokens(farl.backbone, x2[:1], mask=mask[:1], mask_token=farl.mask_token)
+        torch.testing.assert_close(again, both[len(x) : len(x) + 1])
+
+
+def test_logit_scale_is_clamped_at_100_after_a_step(farl):
+    with torch.no_grad():
+        farl.logit_scale.fill_(math.log(500.0))
+    assert math.isclose(float(farl.scale()), 100.0, rel_tol=1e-6), "capped in the loss"
+    farl.after_optimizer_step(0, 10)
+    assert math.isclose(float(farl.logit_scale.exp()), 100.0, rel_tol=1e-5), "clamped in place as CLIP"
+
+
+def test_no_weight_decay_on_scale_gains_and_biases_outside_the_backbone(farl):
+    (group,) = farl.param_groups()
+    ids = {id(p) for p in group.params}
+    assert group.weight_decay == 0.0 and id(farl.logit_scale) in ids and id(farl.mask_token) in ids
+    assert id(farl.mim_head.weight) not in ids and not any(id(p) in ids for p in farl.backbone.parameters())
+
+
+def test_a_cnn_backbone_is_refused(farl_plugins):
+    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.errors import ConfigError
+    from facerep_farl.farl import FaRLObjective, FaRLParams
+
+    with pytest.raises(ConfigError, match="needs a timm ViT"):
+        FaRLObjective(FaRLParams.tiny(), backbone=TimmBackbone(TimmBackboneParams(model="resnet10t")))
