@@ -61,13 +61,14 @@ def test_the_training_step_passes_extras_and_the_loss_depends_on_them(local_plug
         model(views)
 
 
-def test_objective_manifest_reaches_the_work_dir_and_the_exported_sidecar(local_plugins, tmp_path, monkeypatch):
+def test_objective_manifest_and_extra_exports_reach_the_work_dir(local_plugins, tmp_path, monkeypatch):
     import yaml
 
     from facerep.run import run
     from facerep.testing.toy import ToyMaskedContrastive
 
     monkeypatch.setattr(ToyMaskedContrastive, "manifest", lambda self: {"teacher": {"file": "t.safetensors", "sha256": "ab"}}, raising=False)
+    monkeypatch.setattr(ToyMaskedContrastive, "exports", lambda self: {"projector": self.projector}, raising=False)
     cfg = {"name": "m", "seed": 0, "data": {"name": "local.noise", "params": {"n": 8, "size": 24}},
            "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
            "objective": {"name": "local.toy_masked", "params": {"crop": 16, "patch": 8}},
@@ -77,6 +78,10 @@ def test_objective_manifest_reaches_the_work_dir_and_the_exported_sidecar(local_
     out = run(path, work_dir=tmp_path / "w")
     assert json.loads((tmp_path / "w" / "objective.json").read_text())["teacher"]["sha256"] == "ab"
     assert json.loads(Path(out["backbone"]).with_suffix(".json").read_text())["objective"]["teacher"]["file"] == "t.safetensors"
+    from facerep.checkpoint import read_module
+
+    state, meta = read_module(tmp_path / "w" / "projector.safetensors")
+    assert set(state) == {"weight", "bias"} and meta["objective"]["params"]["patch"] == 8 and meta["backbone_file"] == "backbone.safetensors"
 
 
 class TestToyWithExtras(ObjectiveContract):

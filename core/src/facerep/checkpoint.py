@@ -4,7 +4,9 @@
   message hub's objects are converted to lists and dicts when saving (:func:`to_plain`) and back
   when loading, so they are read with ``torch.load(weights_only=True)`` and no allow-list.
 - The exported backbone is a safetensors state dict plus a JSON sidecar describing how to build it
-  (component name and params, method, run info): no pickle at all.
+  (component name and params, method, run info): no pickle at all. Other modules an objective
+  exports (``Objective.exports()``, e.g. FaRL's text tower) are written the same way, their sidecar
+  carrying the objective's config (:func:`export_module`, :func:`read_module`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from torch import nn
 from facerep.config import ComponentConfig, unstructure
 from facerep.errors import DataError
 
-__all__ = ["check_fits", "export_backbone", "load_backbone", "read_checkpoint", "read_sidecar", "safe_checkpoint_loading"]
+__all__ = ["check_fits", "export_backbone", "export_module", "load_backbone", "read_checkpoint", "read_module", "read_sidecar",
+           "safe_checkpoint_loading"]
 
 FORMAT = "facerep.backbone/1"
+MODULE_FORMAT = "facerep.module/1"
 
 
 _BUFFER_TAG = "__history_buffer__"
@@ -137,6 +141,41 @@ def export_backbone(module: nn.Module, path: str | Path, *, backbone: ComponentC
     with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
     return path
+
+
+def export_module(module: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``module``'s state dict to ``path`` (safetensors) and ``meta`` to ``path.json``."""
+    from safetensors.torch import save_file
+
+    from facerep.workdir import atomic_write, atomic_write_text
+
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"format": MODULE_FORMAT, **meta}, indent=2, default=str))
+    with atomic_write(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": MODULE_FORMAT})
+    return path
+
+
+def read_module(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and sidecar of a module written by :func:`export_module`."""
+    from safetensors.torch import load_file
+
+    path, side = Path(path), Path(path).with_suffix(".json")
+    for f in (path, side):
+        if not f.is_file():
+            raise DataError(f"exported module file not found: {f}")
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{side}: not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODULE_FORMAT:
+        raise DataError(f"{side}: not a facerep module sidecar (format {MODULE_FORMAT!r})")
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
+    return state, meta
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:

@@ -90,7 +90,10 @@ class Objective(typing.Protocol):
 
     Optional (API 1.2): ``manifest() -> dict`` of JSON-serialisable facts about the run that are not
     in its params (e.g. the file and SHA-256 of a frozen teacher); written to the work dir's
-    ``run.json`` and into the exported backbone's metadata.
+    ``objective.json`` and into the exported backbone's sidecar. ``exports() -> dict[str, nn.Module]``:
+    modules besides the backbone saved at the end as ``<name>.safetensors`` in the work dir, with a
+    sidecar holding the objective's config (e.g. FaRL's text tower, which zero-shot protocols read;
+    ``facerep.checkpoint.read_module``).
     """
 
     backbone: nn.Module

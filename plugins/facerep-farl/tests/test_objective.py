@@ -45,7 +45,7 @@ def test_clean_copy_matches_the_plain_image_tower_and_masked_patches_are_hidden(
     with torch.no_grad():
         both = vit_tokens(farl.backbone, torch.cat([x, x]), mask=torch.cat([torch.zeros_like(mask), mask]), mask_token=farl.mask_token)
         torch.testing.assert_close(both[: len(x)], vit_tokens(farl.backbone, x), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(farl.encode_image(x), farl.image_proj(both[: len(x), 0]), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(farl.encode_image(x), farl.joint.image_proj(both[: len(x), 0]), rtol=1e-5, atol=1e-5)
         hidden = int(torch.nonzero(mask[0])[0])
         r, c = divmod(hidden, farl.grid[1])
         x2 = x.clone()
@@ -56,16 +56,16 @@ def test_clean_copy_matches_the_plain_image_tower_and_masked_patches_are_hidden(
 
 def test_logit_scale_is_clamped_at_100_after_a_step(farl):
     with torch.no_grad():
-        farl.logit_scale.fill_(math.log(500.0))
-    assert math.isclose(float(farl.scale()), 100.0, rel_tol=1e-6), "capped in the loss"
+        farl.joint.logit_scale.fill_(math.log(500.0))
+    assert math.isclose(float(farl.joint.scale()), 100.0, rel_tol=1e-6), "capped in the loss"
     farl.after_optimizer_step(0, 10)
-    assert math.isclose(float(farl.logit_scale.exp()), 100.0, rel_tol=1e-5), "clamped in place as CLIP"
+    assert math.isclose(float(farl.joint.logit_scale.exp()), 100.0, rel_tol=1e-5), "clamped in place as CLIP"
 
 
 def test_no_weight_decay_on_scale_gains_and_biases_outside_the_backbone(farl):
     (group,) = farl.param_groups()
     ids = {id(p) for p in group.params}
-    assert group.weight_decay == 0.0 and id(farl.logit_scale) in ids and id(farl.mask_token) in ids
+    assert group.weight_decay == 0.0 and id(farl.joint.logit_scale) in ids and id(farl.mask_token) in ids
     assert id(farl.mim_head.weight) not in ids and not any(id(p) in ids for p in farl.backbone.parameters())
 
 

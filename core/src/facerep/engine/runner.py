@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 
 from facerep import dist as fdist
 from facerep.build import build, resolve
-from facerep.checkpoint import check_fits, export_backbone, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
-from facerep.config import RunConfig
+from facerep.checkpoint import check_fits, export_backbone, export_module, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
+from facerep.config import RunConfig, unstructure
 from facerep.engine.model import PretrainDDP, PretrainModel
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
@@ -263,6 +263,11 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
             method=objective_r.spec.name,
             extra={"run": cfg.name, "steps": t.max_steps, "plugins": plugins.manifest(), **({"objective": manifest} if manifest else {})},
         )
+        exports = objective.exports() if hasattr(objective, "exports") else {}  # optional, API 1.2
+        for name, module in exports.items():
+            export_module(module, work_dir / f"{name}.safetensors",
+                          {"module": name, "method": objective_r.spec.name, "objective": unstructure(cfg.objective), "run": cfg.name,
+                           "steps": t.max_steps, "backbone_file": out.name})
     if fdist.is_distributed():  # leave together: a rank exiting with live gloo/NCCL threads aborts
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()

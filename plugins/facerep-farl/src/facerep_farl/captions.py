@@ -17,7 +17,7 @@ import numpy as np
 from facerep.errors import ConfigError
 from facerep.types import Sample
 
-__all__ = ["CaptionedDataset", "CaptionedParams", "attribute_caption"]
+__all__ = ["CaptionedDataset", "CaptionedParams", "attribute_caption", "attribute_prompts"]
 
 _HAIR = {"Bald": "a bald head", "Black_Hair": "black hair", "Blond_Hair": "blond hair", "Brown_Hair": "brown hair",
          "Gray_Hair": "gray hair"}
@@ -53,6 +53,29 @@ def attribute_caption(attributes: np.ndarray, names: tuple[str, ...]) -> str:
     if "Blurry" in on:
         text += ", blurry"
     return text
+
+
+def attribute_prompts(name: str) -> tuple[str, str]:
+    """``(present, absent)`` prompts for one CelebA attribute, in the captioner's words (zero-shot
+    classification compares an image's similarity to the two)."""
+    base = "a photo of a person"
+    if name == "Male":
+        return "a photo of a man", "a photo of a woman"
+    if name == "Young":
+        return "a photo of a young person", "a photo of an older person"
+    if name == "No_Beard":
+        return base, f"{base} with a beard"
+    if name == "Blurry":
+        return "a blurry photo of a person", base
+    adjectives = dict(_ADJ)
+    if name in adjectives:
+        word = adjectives[name]
+        return f"a photo of {'an' if word[0] in 'aeiou' else 'a'} {word} person", base
+    if name in _HAIR or name in _WITH:
+        return f"{base} with {_HAIR.get(name) or _WITH[name]}", base
+    if name in _WEARING:
+        return f"{base}, wearing {_WEARING[name]}", base
+    raise KeyError(f"no prompt for attribute {name!r} (CelebA's 40 are known)")
 
 
 @attrs.frozen

@@ -33,7 +33,7 @@ from facerep_farl.patch_tokenizer import KMeansPatchTokenizer
 from facerep_farl.text import CaptionTokenizer, TextTower
 from facerep_farl.views import CaptionedMaskedViews
 
-__all__ = ["FaRLObjective", "FaRLParams"]
+__all__ = ["FaRLObjective", "FaRLParams", "JointEmbedding"]
 
 
 @attrs.frozen
@@ -81,6 +81,31 @@ class FaRLParams:
         return {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 2}}
 
 
+class JointEmbedding(nn.Module):
+    """The image-text part of FaRL besides the image tower: the image projection (CLIP's
+    ``visual.proj``), the text tower and the logit scale ``t`` (``s = exp(t)``). Exported with the
+    backbone as ``joint_embedding.safetensors`` for zero-shot protocols."""
+
+    def __init__(self, image_width: int, params: FaRLParams, vocab_size: int) -> None:
+        super().__init__()
+        self.max_logit_scale = params.max_logit_scale
+        self.image_proj = nn.Linear(image_width, params.embed_dim, bias=False)
+        self.text = TextTower(width=params.text_width, layers=params.text_layers, heads=params.text_heads,
+                              context_length=params.context_length, vocab_size=vocab_size, embed_dim=params.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / params.init_temperature)))
+        nn.init.normal_(self.image_proj.weight, std=image_width**-0.5)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def encode_image(self, cls: torch.Tensor) -> torch.Tensor:
+        """The image tower's final (normed) CLS token -> joint space (not unit-normalised)."""
+        return self.image_proj(cls)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.text(ids)
+
+
 class FaRLObjective(nn.Module):
     def __init__(self, params: FaRLParams, *, backbone: nn.Module) -> None:
         super().__init__()
@@ -89,11 +114,8 @@ class FaRLObjective(nn.Module):
         self.grid = vit_grid(backbone)  # a ConfigError for a CNN
         self.patch = int(backbone.model.patch_embed.patch_size[0])
         d = backbone.embed_dim
-        self.image_proj = nn.Linear(d, params.embed_dim, bias=False)  # CLIP's visual.proj
         self.caption_tokenizer = CaptionTokenizer(params.context_length)
-        self.text = TextTower(width=params.text_width, layers=params.text_layers, heads=params.text_heads,
-                              context_length=params.context_length, vocab_size=self.caption_tokenizer.vocab_size, embed_dim=params.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / params.init_temperature)))
+        self.joint = JointEmbedding(d, params, self.caption_tokenizer.vocab_size)
         self.mask_token = nn.Parameter(torch.zeros(d))
         heads = int(backbone.model.blocks[0].attn.num_heads)
         self.mim_blocks = nn.Sequential(*[Block(d, heads, 4.0, qkv_bias=True) for _ in range(params.mim_layers)])
@@ -102,7 +124,6 @@ class FaRLObjective(nn.Module):
         self.patch_tokenizer = KMeansPatchTokenizer(patch=self.patch, vocab_size=params.vocab_size, pool=params.codebook_pool,
                                                     codebook=params.codebook)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        nn.init.normal_(self.image_proj.weight, std=d**-0.5)
 
     def view_transform(self) -> CaptionedMaskedViews:
         return CaptionedMaskedViews(size=self.grid[0] * self.patch, grid=self.grid, mask_ratio=self.params.mask_ratio,
@@ -115,15 +136,9 @@ class FaRLObjective(nn.Module):
         flat = [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.ndim < 2 and p.requires_grad]
         return [ParamGroup(params=flat, weight_decay=0.0, name="farl 0/1-D")]
 
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.exp().clamp(max=self.params.max_logit_scale)
-
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images -> joint-space embeddings (not unit-normalised)."""
-        return self.image_proj(vit_tokens(self.backbone, x)[:, 0])
-
-    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.text(ids)
+        return self.joint.encode_image(vit_tokens(self.backbone, x)[:, 0])
 
     def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput:
         if extras is None or "text" not in extras or "mim_mask" not in extras:
@@ -133,9 +148,9 @@ class FaRLObjective(nn.Module):
         # one pass over [clean; masked] (FaRL's forward_mim): the clean half has nothing masked
         tokens = vit_tokens(self.backbone, torch.cat([x, x]), mask=torch.cat([torch.zeros_like(mask), mask]), mask_token=self.mask_token)
         clean, masked = tokens[:b], tokens[b:]
-        u = self.image_proj(clean[:, 0])
-        w = self.text(ids)
-        loss_itc = image_text_contrastive_loss(u, w, self.scale())
+        u = self.joint.encode_image(clean[:, 0])
+        w = self.joint.encode_text(ids)
+        loss_itc = image_text_contrastive_loss(u, w, self.joint.scale())
         logits = self.mim_head(self.mim_norm(self.mim_blocks(masked)))[:, prefix:]
         targets = self.patch_tokenizer(self.backbone.unpreprocess(x))
         loss_mim = masked_token_loss(logits, targets, mask)
@@ -145,14 +160,17 @@ class FaRLObjective(nn.Module):
             itc_acc = (sims.argmax(1) == torch.arange(b, device=x.device)).float().mean()
             mim_acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
         return LossOutput(loss, {"loss_itc": float(loss_itc.detach()), "loss_mim": float(loss_mim.detach()),
-                                 "logit_scale": float(self.scale().detach()), "itc_acc": float(itc_acc), "mim_acc": float(mim_acc)})
+                                 "logit_scale": float(self.joint.scale().detach()), "itc_acc": float(itc_acc), "mim_acc": float(mim_acc)})
 
     def before_optimizer_step(self, step: int) -> None:
         pass
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
-        self.logit_scale.clamp_(0.0, math.log(self.params.max_logit_scale))  # CLIP clamps t after each step
+        self.joint.logit_scale.clamp_(0.0, math.log(self.params.max_logit_scale))  # CLIP clamps t after each step
 
     def exported_backbone(self) -> nn.Module:
         return self.backbone
+
+    def exports(self) -> dict[str, nn.Module]:
+        return {"joint_embedding": self.joint}

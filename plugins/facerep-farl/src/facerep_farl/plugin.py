@@ -17,6 +17,8 @@ def facerep_plugin_info() -> dict[str, str]:
 def facerep_register(registrar) -> None:
     registrar.objective("farl", "facerep_farl.farl:FaRLObjective", params="facerep_farl.farl:FaRLParams",
                         summary="CLIP-style image-text InfoNCE + BEiT-style masked patch-token prediction on one ViT")
+    registrar.protocol("zero_shot", "facerep_farl.zero_shot:ZeroShot", params="facerep_farl.zero_shot:ZeroShotParams",
+                       summary="attributes from text prompts through a FaRL run's text tower (no labelled training)")
     registrar.dataset("captioned", "facerep_farl.captions:CaptionedDataset", params="facerep_farl.captions:CaptionedParams",
                       summary="any dataset with CelebA's 40 attributes, captioned from its labels (offline image-text pairs)")
 

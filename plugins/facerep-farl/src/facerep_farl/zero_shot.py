@@ -1,0 +1,96 @@
+"""``farl.zero_shot``: attribute classification from text prompts, no labelled training.
+
+For each attribute the text tower embeds a "present" and an "absent" prompt in the captioner's
+words (:func:`facerep_farl.captions.attribute_prompts`); a test image is predicted to have the
+attribute when its joint-space embedding is closer (cosine) to the first. The labelled training
+split is read for one thing only: each attribute's majority class, the baseline the protocol
+reports beside the zero-shot accuracies (``beats_majority``: how many attributes beat it on the
+test split).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facerep.config import positive
+from facerep.errors import ConfigError
+
+__all__ = ["ZeroShot", "ZeroShotParams", "load_joint_embedding"]
+
+
+@attrs.frozen
+class ZeroShotParams:
+    """Attributes:
+    joint: the ``joint_embedding.safetensors`` a FaRL run wrote beside its ``backbone.safetensors``.
+    batch_size, num_workers, precision, device: the image pass.
+    """
+
+    joint: str
+    batch_size: int = attrs.field(default=256, validator=positive)
+    num_workers: int = 0
+    precision: str = "fp32"
+    device: str = "auto"
+
+
+def load_joint_embedding(path: str, image_width: int) -> Any:
+    from facerep.checkpoint import read_module
+    from facerep.config import structure
+    from facerep.data.folder import expand_path
+    from facerep_farl.farl import FaRLParams, JointEmbedding
+    from facerep_farl.text import CaptionTokenizer
+
+    state, meta = read_module(expand_path(path))
+    objective = meta.get("objective") or {}
+    params = structure(objective.get("params", {}), FaRLParams, path="objective.params", source=f"{path} (sidecar)")
+    joint = JointEmbedding(image_width, params, CaptionTokenizer(params.context_length).vocab_size)
+    try:
+        joint.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(f"{path}: does not fit a {image_width}-wide image tower ({str(exc).splitlines()[0]})") from None
+    return joint.eval(), params
+
+
+class ZeroShot:
+    name = "zero_shot"
+
+    def __init__(self, params: ZeroShotParams) -> None:
+        self.params = params
+
+    @torch.no_grad()
+    def run(self, backbone: Any, task: Any, train: Any, test: Any, val: Any = None) -> Any:
+        from facerep.data.subset import label_array
+        from facerep.eval.linear_probe import pooled_views
+        from facerep.eval.protocols import EvalOutput, resolve_device
+        from facerep_farl.captions import attribute_prompts
+        from facerep_farl.text import CaptionTokenizer
+
+        names = tuple(test.info.class_names.get("attributes", ()))
+        if getattr(task, "probe_label", None) != "attributes" or not names:
+            raise ConfigError(f"protocol farl.zero_shot scores attributes: task {getattr(task, 'name', task)} / dataset {test.info.name} "
+                              f"have no named attributes")
+        joint, fp = load_joint_embedding(self.params.joint, backbone.embed_dim)
+        backbone.to(resolve_device(self.params.device))
+        tok = CaptionTokenizer(fp.context_length)
+        prompts = [attribute_prompts(n) for n in names]
+        ids = torch.from_numpy(np.stack([tok(t) for pair in prompts for t in pair]))
+        text = F.normalize(joint.encode_text(ids).float(), dim=1).view(len(names), 2, -1)  # (A, 2, d)
+        views, metas = pooled_views(backbone, task, test, self.params)
+        scores = []
+        for v in views:
+            img = F.normalize(joint.encode_image(torch.from_numpy(v).float()), dim=1)  # (N, d)
+            sims = torch.einsum("nd,apd->nap", img, text)
+            scores.append(sims[..., 0] - sims[..., 1])
+        preds = task.predict(scores, metas)
+        metrics = task.evaluate(preds, test)
+        y_train, y_test = label_array(train, "attributes"), label_array(test, "attributes")
+        majority = (y_train.mean(0) >= 0.5).astype(np.uint8)
+        majority_acc = (y_test == majority).mean(0)
+        zs_acc = np.array([metrics[f"acc_{n}"] for n in names])
+        metrics.update(majority_mean_acc=float(majority_acc.mean()), beats_majority=float((zs_acc > majority_acc).sum()))
+        metrics.update({f"majority_acc_{n}": float(a) for n, a in zip(names, majority_acc, strict=True)})
+        return EvalOutput(metrics, preds)
