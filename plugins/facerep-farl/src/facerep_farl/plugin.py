@@ -26,3 +26,19 @@ def facerep_register(registrar) -> None:
 @hookimpl
 def facerep_config_paths() -> list[Path]:
     return [Path(__file__).parent / "configs"]
+
+
+@hookimpl
+def facerep_add_commands(subparsers) -> None:
+    p = subparsers.add_parser("farl-import", help="import a FaRL / OpenAI-CLIP ViT-B/16 checkpoint as a facerep backbone + joint embedding")
+    p.add_argument("checkpoint", help="FaRL .pth (state_dict, OpenAI layout) or a safetensors of that layout")
+    p.add_argument("--out", required=True, help="folder for backbone.safetensors and joint_embedding.safetensors")
+    p.set_defaults(func=_import_command)
+
+
+def _import_command(args) -> int:
+    from facerep_farl.weights import write_import
+
+    backbone, joint = write_import(args.checkpoint, args.out)
+    print(f"wrote {backbone} and {joint}")
+    return 0
