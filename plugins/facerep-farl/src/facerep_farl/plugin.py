@@ -19,6 +19,10 @@ def facerep_register(registrar) -> None:
                         summary="CLIP-style image-text InfoNCE + BEiT-style masked patch-token prediction on one ViT")
     registrar.protocol("zero_shot", "facerep_farl.zero_shot:ZeroShot", params="facerep_farl.zero_shot:ZeroShotParams",
                        summary="attributes from text prompts through a FaRL run's text tower (no labelled training)")
+    registrar.dataset("caption_table", "facerep_farl.pairs:CaptionTable", params="facerep_farl.pairs:CaptionTableParams",
+                      summary="image-text pairs from a Parquet / TSV / CSV table of image paths and captions")
+    registrar.dataset("webdataset", "facerep_farl.pairs:WebDataset", params="facerep_farl.pairs:WebDatasetParams",
+                      summary="image-text pairs read by offset from webdataset tar shards (<key>.jpg + <key>.txt)")
     registrar.dataset("captioned", "facerep_farl.captions:CaptionedDataset", params="facerep_farl.captions:CaptionedParams",
                       summary="any dataset with CelebA's 40 attributes, captioned from its labels (offline image-text pairs)")
 
