@@ -40,7 +40,10 @@ def test_preprocess_normalises_uint8_with_configured_statistics():
     torch.testing.assert_close(y[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
 
 
-@pytest.mark.parametrize("model,kwargs", [("resnet10t", {}), ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 4}})])
+VIT = {"img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 4}}
+
+
+@pytest.mark.parametrize("model,kwargs", [("resnet10t", {}), ("vit_tiny_patch16_224", VIT)])
 def test_forward_layers_gives_the_layers_of_the_full_forward_and_unpreprocess_inverts(model, kwargs):
     torch.manual_seed(0)
     bb = TimmBackbone(TimmBackboneParams(model=model, layers=(1, 2), **kwargs)).eval()

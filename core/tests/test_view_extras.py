@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -67,7 +68,8 @@ def test_objective_manifest_and_extra_exports_reach_the_work_dir(local_plugins, 
     from facerep.run import run
     from facerep.testing.toy import ToyMaskedContrastive
 
-    monkeypatch.setattr(ToyMaskedContrastive, "manifest", lambda self: {"teacher": {"file": "t.safetensors", "sha256": "ab"}}, raising=False)
+    teacher = {"teacher": {"file": "t.safetensors", "sha256": "ab"}}
+    monkeypatch.setattr(ToyMaskedContrastive, "manifest", lambda self: teacher, raising=False)
     monkeypatch.setattr(ToyMaskedContrastive, "exports", lambda self: {"projector": self.projector}, raising=False)
     cfg = {"name": "m", "seed": 0, "data": {"name": "local.noise", "params": {"n": 8, "size": 24}},
            "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
@@ -81,14 +83,15 @@ def test_objective_manifest_and_extra_exports_reach_the_work_dir(local_plugins, 
     from facerep.checkpoint import read_module
 
     state, meta = read_module(tmp_path / "w" / "projector.safetensors")
-    assert set(state) == {"weight", "bias"} and meta["objective"]["params"]["patch"] == 8 and meta["backbone_file"] == "backbone.safetensors"
+    assert set(state) == {"weight", "bias"} and meta["objective"]["params"]["patch"] == 8
+    assert meta["backbone_file"] == "backbone.safetensors"
 
 
 class TestToyWithExtras(ObjectiveContract):
     """The contract suite runs an objective with extras through every check, the runner's included."""
 
     component = "local.toy_masked"
-    params = {"crop": 24, "patch": 8, "mask_ratio": 0.25}
+    params: ClassVar[dict] = {"crop": 24, "patch": 8, "mask_ratio": 0.25}
 
     @pytest.fixture(autouse=True)
     def _plugins(self, local_plugins):

@@ -20,7 +20,7 @@ def test_itc_is_the_symmetric_cross_entropy_of_scaled_cosines():
     s = 10.0
     un = [[1.0, 0.0], [1 / math.sqrt(2), 1 / math.sqrt(2)]]
     wn = [[0.0, 1.0], [1.0, 0.0]]
-    sim = [[s * sum(a * b for a, b in zip(ui, wj)) for wj in wn] for ui in un]
+    sim = [[s * sum(a * b for a, b in zip(ui, wj, strict=False)) for wj in wn] for ui in un]
     i2t = (_ce(sim[0], 0) + _ce(sim[1], 1)) / 2
     t2i = (_ce([sim[0][0], sim[1][0]], 0) + _ce([sim[0][1], sim[1][1]], 1)) / 2
     got = image_text_contrastive_loss(u, w, torch.tensor(s))

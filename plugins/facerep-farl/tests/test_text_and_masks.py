@@ -45,7 +45,7 @@ def test_long_captions_are_cut_and_still_end_with_the_end_token():
 
 
 def test_attribute_captions_say_what_the_labels_say():
-    on = lambda *names: np.array([n in names for n in CELEBA_40], dtype=np.uint8)  # noqa: E731
+    on = lambda *names: np.array([n in names for n in CELEBA_40], dtype=np.uint8)
     assert attribute_caption(on("Smiling", "Young", "Blond_Hair", "Eyeglasses", "No_Beard"), CELEBA_40) == \
         "a photo of a smiling young woman with blond hair, wearing eyeglasses"
     assert attribute_caption(on("Male", "Mustache", "Wearing_Hat", "Wearing_Necktie"), CELEBA_40) == \

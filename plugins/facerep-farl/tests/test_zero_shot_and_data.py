@@ -11,6 +11,7 @@ from facerep.data.folder import expand_path
 
 CELEBA = expand_path("${FACEREP_DATA}/celeba")
 pytestmark = pytest.mark.skipif(not (CELEBA / "list_attr_celeba.txt").is_file(), reason="needs ../shared/data/celeba (or $FACEREP_DATA)")
+pytest.importorskip("facerep_attributes", reason="CelebA comes from the facerep-attributes plugin")
 
 
 def test_captioned_celeba_writes_captions_from_each_images_labels(farl_plugins):
@@ -25,10 +26,8 @@ def test_captioned_celeba_writes_captions_from_each_images_labels(farl_plugins):
 
 
 def test_the_cpu_preset_captions_only_the_pretraining_range(farl_plugins):
-    from facerep.config import load_config, structure
+    from facerep.config import find_config, load_config, structure
     from facerep_farl.captions import CaptionedParams
-
-    from facerep.config import find_config
 
     cfg, _ = load_config(find_config("farl/farl_vit_cpu"))
     params = structure(cfg.data.params, CaptionedParams)
@@ -65,5 +64,6 @@ def test_zero_shot_predicts_the_closer_prompt_and_reports_the_majority_baseline(
         img = torch.nn.functional.normalize(obj.joint.encode_image(obj.backbone(x).pooled), dim=1)[0]
         tok = CaptionTokenizer(FaRLParams.tiny().context_length)
         for i, name in enumerate(train.info.class_names["attributes"][:5]):
-            pos, neg = (torch.nn.functional.normalize(obj.joint.encode_text(torch.from_numpy(tok(t))[None]), dim=1)[0] for t in attribute_prompts(name))
+            pos, neg = (torch.nn.functional.normalize(obj.joint.encode_text(torch.from_numpy(tok(t))[None]), dim=1)[0]
+                        for t in attribute_prompts(name))
             assert out.predictions[0][i] == int(img @ pos > img @ neg), name

@@ -40,7 +40,7 @@ def test_contrastive_term_is_2T_times_cross_entropy_with_own_key_positive():
     T = 0.2
     kn = [[1.0, 0.0], [1 / math.sqrt(2), 1 / math.sqrt(2)]]
     qn = [[1.0, 0.0], [0.0, 1.0]]
-    logits = [[sum(a * b for a, b in zip(qi, kj)) / T for kj in kn] for qi in qn]
+    logits = [[sum(a * b for a, b in zip(qi, kj, strict=False)) / T for kj in kn] for qi in qn]
     ce = [-(logits[i][i] - math.log(sum(math.exp(v) for v in logits[i]))) for i in range(2)]
     want = 2 * T * (ce[0] + ce[1]) / 2
     assert math.isclose(float(masked_pair_contrastive_loss(q, k, T)), want, rel_tol=1e-6)

@@ -107,7 +107,8 @@ def test_a_teacher_exported_by_another_facerep_run_is_loaded_with_its_hash(mcf_p
 
     torch.manual_seed(3)
     bb = TimmBackbone(TimmBackboneParams(model="resnet10t"))
-    path = export_backbone(bb, tmp_path / "backbone.safetensors", backbone=ComponentConfig("core.timm", {"model": "resnet10t"}), method="frl.moco_v2")
+    path = export_backbone(bb, tmp_path / "backbone.safetensors", backbone=ComponentConfig("core.timm", {"model": "resnet10t"}),
+                           method="frl.moco_v2")
     obj = build_objective("mcf.mcf", {"teacher": TeacherParams(weights=str(path), layers=(1, 3))})
     torch.testing.assert_close(obj.teacher.backbone.model.conv1[0].weight, bb.model.conv1[0].weight)
     src = obj.manifest()["teacher"]

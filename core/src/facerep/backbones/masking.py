@@ -35,7 +35,7 @@ __all__ = ["block_mask", "keep_indices", "random_mask", "vit_grid", "vit_tokens"
 def random_mask(rng: np.random.Generator, n: int, ratio: float) -> np.ndarray:
     """``(n,)`` bool with exactly ``round(ratio * n)`` True (masked) entries, uniformly placed."""
     masked = np.zeros(n, dtype=bool)
-    masked[rng.permutation(n)[: int(round(ratio * n))]] = True
+    masked[rng.permutation(n)[: round(ratio * n)]] = True
     return masked
 
 
@@ -43,7 +43,7 @@ def block_mask(rng: np.random.Generator, grid: tuple[int, int], ratio: float, *,
                aspect: tuple[float, float] = (0.3, 1 / 0.3), tries: int = 10) -> np.ndarray:
     """``(h * w,)`` bool, BEiT blockwise: exactly ``round(ratio * h * w)`` masked patches."""
     h, w = grid
-    target = int(round(ratio * h * w))
+    target = round(ratio * h * w)
     mask = np.zeros((h, w), dtype=bool)
     log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
     while mask.sum() < target:
@@ -52,7 +52,7 @@ def block_mask(rng: np.random.Generator, grid: tuple[int, int], ratio: float, *,
         for _ in range(tries):  # BEiT: a block of s in [min_block, left] patches, aspect r
             s = rng.uniform(min(min_block, left), left)
             r = math.exp(rng.uniform(*log_aspect))
-            bh, bw = int(round(math.sqrt(s * r))), int(round(math.sqrt(s / r)))
+            bh, bw = round(math.sqrt(s * r)), round(math.sqrt(s / r))
             if not (0 < bh <= h and 0 < bw <= w):
                 continue
             top, lft = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))

@@ -117,7 +117,8 @@ class TimmBackbone(nn.Module):
             raise ConfigError("backbone.params.layers: forward_layers needs at least one layer")
         indices = list(self.params.layers)
         if self.is_vit:
-            inter = self.model.forward_intermediates(x, indices=indices, return_prefix_tokens=True, stop_early=True, intermediates_only=True)
+            inter = self.model.forward_intermediates(x, indices=indices, return_prefix_tokens=True, stop_early=True,
+                                                     intermediates_only=True)
             return [fmap for fmap, _ in inter], [prefix[:, 0] for _, prefix in inter]
         return list(self.model.forward_intermediates(x, indices=indices, stop_early=True, intermediates_only=True)), []
 

@@ -110,7 +110,7 @@ class _MaskedViews:
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Views:
         images = toy_views(sample, rng, self.crop)
         n = (self.crop // self.patch) ** 2
-        masked = int(round(self.mask_ratio * n))
+        masked = round(self.mask_ratio * n)
         mask = np.zeros((len(images), n), dtype=bool)
         for row in mask:
             row[rng.permutation(n)[:masked]] = True

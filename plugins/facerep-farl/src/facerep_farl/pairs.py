@@ -129,7 +129,7 @@ def _index_shard(path: Path, caption_suffix: str) -> list[tuple[str, int, int, i
                 if not m.isfile():
                     continue
                 name = m.name
-                stem, dot, _ = name.partition(".")
+                stem, _dot, _ = name.partition(".")
                 suffix = name[len(stem):].lower()
                 if suffix in IMAGE_SUFFIXES:
                     images[stem] = (m.offset_data, m.size)
@@ -172,7 +172,7 @@ class WebDataset:
     def _read(self, shard: int, offset: int, size: int) -> bytes:
         fh = self._handles.get(shard)
         if fh is None:
-            fh = self._handles[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 - kept open for the dataset's life
+            fh = self._handles[shard] = open(self.shards[shard], "rb")
         fh.seek(offset)
         return fh.read(size)
 

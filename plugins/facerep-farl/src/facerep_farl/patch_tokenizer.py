@@ -86,7 +86,8 @@ class KMeansPatchTokenizer(nn.Module):
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` in 0-255 -> ``(B, N, 3 * pool^2)`` pooled patch colours in [0, 1]."""
-        x = F.adaptive_avg_pool2d(images.float() / 255.0, (images.shape[-2] // self.patch * self.pool, images.shape[-1] // self.patch * self.pool))
+        side = (images.shape[-2] // self.patch * self.pool, images.shape[-1] // self.patch * self.pool)
+        x = F.adaptive_avg_pool2d(images.float() / 255.0, side)
         b, c, h, w = x.shape
         gh, gw = h // self.pool, w // self.pool
         x = x.view(b, c, gh, self.pool, gw, self.pool).permute(0, 2, 4, 1, 3, 5)

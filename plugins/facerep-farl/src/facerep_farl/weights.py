@@ -67,9 +67,9 @@ def split_clip_state(state: dict[str, torch.Tensor], backbone: torch.nn.Module) 
     proj = visual.pop("head.weight")  # (embed, width): visual.proj transposed
     visual.pop("head.bias", None)
     joint = {"image_proj.weight": proj, "logit_scale": state["logit_scale"]}
+    skip = ("logit_scale", "input_resolution", "context_length", "vocab_size")  # OpenAI's JIT files carry the last three
     for k, v in state.items():
-        if not k.startswith("visual.") and k != "logit_scale" and not k.endswith("attn_mask") and k not in ("input_resolution",
-                                                                                                             "context_length", "vocab_size"):
+        if not k.startswith("visual.") and k not in skip and not k.endswith("attn_mask"):
             joint[f"text.transformer.{k}"] = v
     return {f"model.{k}": v for k, v in visual.items()}, joint
 
@@ -90,7 +90,8 @@ def import_clip(path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module]:
         try:
             module.load_state_dict(sd, strict=True)
         except RuntimeError as exc:
-            raise DataError(f"{path}: the {what} does not fit CLIP ViT-B/16: {str(exc).splitlines()[1] if len(str(exc).splitlines()) > 1 else exc}") from None
+            lines = str(exc).splitlines()
+            raise DataError(f"{path}: the {what} does not fit CLIP ViT-B/16: {lines[1] if len(lines) > 1 else exc}") from None
     return backbone.eval(), joint.eval()
 
 

@@ -155,7 +155,8 @@ class MCFObjective(nn.Module):
         x_hat = unpatchify(self.decoder(latent, keep_online), self.grid, self.patch)
         with torch.no_grad():
             target_feats = self.teacher(self.backbone.unpreprocess(x))
-        loss_feat = feature_reconstruction_loss(self.teacher(self.backbone.unpreprocess(x_hat)), target_feats, axis=self.params.feature_axis)
+        recon_feats = self.teacher(self.backbone.unpreprocess(x_hat))
+        loss_feat = feature_reconstruction_loss(recon_feats, target_feats, axis=self.params.feature_axis)
 
         q = self.predictor(self.projector(self._cls(latent)))
         with torch.no_grad():
@@ -167,8 +168,8 @@ class MCFObjective(nn.Module):
             err = (x_hat.float() - x.float()).pow(2).mean(1)  # (B, H, W): pixel error on masked patches, logged only
             rows = err.view(err.shape[0], self.grid[0], self.patch, self.grid[1], self.patch).mean((2, 4)).flatten(1)
             masked_mse = (rows * mask[:, 0]).sum() / mask[:, 0].sum().clamp(min=1)
-        return LossOutput(loss, {"loss_feature": float(loss_feat.detach()), "loss_contrast": float(loss_con.detach()), "q_std": float(qn.std(0).mean()),
-                                 "masked_mse": float(masked_mse)})
+        return LossOutput(loss, {"loss_feature": float(loss_feat.detach()), "loss_contrast": float(loss_con.detach()),
+                                 "q_std": float(qn.std(0).mean()), "masked_mse": float(masked_mse)})
 
     def before_optimizer_step(self, step: int) -> None:
         pass
@@ -182,4 +183,5 @@ class MCFObjective(nn.Module):
         return self.backbone
 
     def manifest(self) -> dict[str, Any]:
-        return {"teacher": {**self.teacher.source, "layers": list(self.params.teacher.layers), "input_size": self.params.teacher.input_size}}
+        teacher = self.params.teacher
+        return {"teacher": {**self.teacher.source, "layers": list(teacher.layers), "input_size": teacher.input_size}}
