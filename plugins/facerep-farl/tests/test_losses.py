@@ -80,3 +80,35 @@ def test_a_saved_codebook_loads_and_a_wrong_one_is_refused(tmp_path):
     assert bool(again.fitted) and torch.equal(again.centroids, tok.centroids)
     with pytest.raises(DataError, match="expected"):
         KMeansPatchTokenizer(patch=4, vocab_size=3, pool=1, codebook=str(tmp_path / "c.safetensors"))
+
+
+def test_a_users_vq_tokenizer_gives_the_nearest_code_of_its_encoders_patch_tokens(tmp_path, farl_plugins):
+    from safetensors.torch import save_file
+
+    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.checkpoint import export_backbone
+    from facerep.config import ComponentConfig
+    from facerep.testing import build_objective
+    from facerep_farl.patch_tokenizer import VQPatchTokenizer
+
+    params = {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 1}}
+    torch.manual_seed(0)
+    enc = TimmBackbone(TimmBackboneParams(**params)).eval()
+    path = export_backbone(enc, tmp_path / "vq.safetensors", backbone=ComponentConfig("core.timm", params), method="user.dvae")
+    book = torch.randn(8, 192)
+    save_file({"codebook": book}, str(tmp_path / "codes.safetensors"))
+    tok = VQPatchTokenizer(weights=str(path), codebook=str(tmp_path / "codes.safetensors"), n_patches=16, vocab_size=8)
+    imgs = torch.rand(2, 3, 32, 32) * 255
+    ids = tok(imgs)
+    with torch.no_grad():
+        tokens = enc(enc.preprocess(imgs)).tokens
+    assert ids.shape == (2, 16)
+    assert torch.equal(ids[1, 5], ((tokens[1, 5] - book) ** 2).sum(1).argmin())
+    obj = build_objective("farl.farl", {"tokenizer_weights": str(path), "codebook": str(tmp_path / "codes.safetensors")})
+    assert isinstance(obj.patch_tokenizer, VQPatchTokenizer)
+    import pytest
+
+    from facerep.errors import DataError
+
+    with pytest.raises(DataError, match="vocab_size is 9"):
+        VQPatchTokenizer(weights=str(path), codebook=str(tmp_path / "codes.safetensors"), n_patches=16, vocab_size=9)

@@ -27,9 +27,10 @@ from torch import nn
 
 from facerep.backbones.masking import vit_grid, vit_tokens
 from facerep.config import in_range, positive
+from facerep.errors import ConfigError
 from facerep.types import LossOutput, ParamGroup
 from facerep_farl.losses import image_text_contrastive_loss, masked_token_loss
-from facerep_farl.patch_tokenizer import KMeansPatchTokenizer
+from facerep_farl.patch_tokenizer import KMeansPatchTokenizer, VQPatchTokenizer
 from facerep_farl.text import CaptionTokenizer, TextTower
 from facerep_farl.views import CaptionedMaskedViews
 
@@ -49,8 +50,11 @@ class FaRLParams:
         mim_layers: transformer blocks of the MIM head.
         mask_ratio, min_block: BEiT blockwise masking (BEiT: 40 %, blocks of at least 16 patches).
         vocab_size: visual tokens (the k-means codebook's size; DALL-E's dVAE has 8,192).
-        codebook: a saved codebook (safetensors ``centroids``); None fits one on the first batch.
-        codebook_pool: patches are average-pooled to at most this side before quantisation.
+        codebook: the k-means tokenizer's saved codebook (safetensors ``centroids``; None fits one
+            on the first batch), or with ``tokenizer_weights`` a VQ codebook (``codebook (K, C)``).
+        codebook_pool: k-means: patches are average-pooled to at most this side before quantisation.
+        tokenizer_weights: a user's dVAE/VQ encoder exported as a facerep ``backbone.safetensors``
+            (its tokens must form the image tower's patch grid); None: the k-means tokenizer.
         crop_scale, flip_p: RandomResizedCrop area range and horizontal flip probability.
     """
 
@@ -68,6 +72,7 @@ class FaRLParams:
     vocab_size: int = attrs.field(default=1024, validator=positive)
     codebook: str | None = None
     codebook_pool: int = attrs.field(default=4, validator=positive)
+    tokenizer_weights: str | None = None
     crop_scale: tuple[float, float] = (0.5, 1.0)
     flip_p: float = attrs.field(default=0.5, validator=in_range(0, 1, hi_inclusive=True))
 
@@ -121,8 +126,14 @@ class FaRLObjective(nn.Module):
         self.mim_blocks = nn.Sequential(*[Block(d, heads, 4.0, qkv_bias=True) for _ in range(params.mim_layers)])
         self.mim_norm = nn.LayerNorm(d)
         self.mim_head = nn.Linear(d, params.vocab_size)
-        self.patch_tokenizer = KMeansPatchTokenizer(patch=self.patch, vocab_size=params.vocab_size, pool=params.codebook_pool,
-                                                    codebook=params.codebook)
+        if params.tokenizer_weights is not None:
+            if params.codebook is None:
+                raise ConfigError("objective.params.codebook: a VQ tokenizer (tokenizer_weights) needs its codebook file")
+            self.patch_tokenizer: nn.Module = VQPatchTokenizer(weights=params.tokenizer_weights, codebook=params.codebook,
+                                                               n_patches=self.grid[0] * self.grid[1], vocab_size=params.vocab_size)
+        else:
+            self.patch_tokenizer = KMeansPatchTokenizer(patch=self.patch, vocab_size=params.vocab_size, pool=params.codebook_pool,
+                                                        codebook=params.codebook)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def view_transform(self) -> CaptionedMaskedViews:

@@ -11,6 +11,11 @@ objective's state: checkpoints and resumes carry it.
 
 Like the dVAE's, these ids describe local colour and structure, so predicting them from context is
 a low-level target; ``docs/methods/farl.md`` says what that changes at CPU scale.
+
+A user's own discrete tokenizer (a dVAE or VQ encoder) plugs in as :class:`VQPatchTokenizer`: its
+encoder is any facerep backbone exported to ``backbone.safetensors`` (a plugin can register the
+architecture as a backbone) whose output tokens form the ViT's patch grid, and its codebook is a
+safetensors with ``codebook (K, C)``; ids are the nearest codebook entries of the encoder's tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torch import nn
 from facerep import dist
 from facerep.errors import DataError
 
-__all__ = ["KMeansPatchTokenizer", "kmeans"]
+__all__ = ["KMeansPatchTokenizer", "VQPatchTokenizer", "kmeans"]
 
 
 def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, seed: int = 0) -> torch.Tensor:
@@ -114,3 +119,41 @@ class KMeansPatchTokenizer(nn.Module):
         from safetensors.torch import save_file
 
         save_file({"centroids": self.centroids.cpu().contiguous()}, str(path))
+
+
+class VQPatchTokenizer(nn.Module):
+    """``(B, 3, H, W)`` images in 0-255 -> ``(B, N)`` ids: a frozen encoder's ``(B, N, C)`` tokens
+    quantised to the nearest of ``K`` codebook vectors."""
+
+    def __init__(self, *, weights: str, codebook: str, n_patches: int, vocab_size: int) -> None:
+        super().__init__()
+        from safetensors.torch import load_file
+
+        from facerep.checkpoint import load_backbone
+        from facerep.data.folder import expand_path
+
+        self.encoder = load_backbone(expand_path(weights)).requires_grad_(False).eval()
+        path = expand_path(codebook)
+        if not path.is_file():
+            raise DataError(f"VQ codebook not found: {path}")
+        try:
+            book = load_file(str(path))["codebook"]
+        except Exception as exc:
+            raise DataError(f"{path}: not a safetensors with 'codebook' (K, C) ({type(exc).__name__}: {exc})") from None
+        if book.shape[0] != vocab_size:
+            raise DataError(f"{path}: {book.shape[0]} codes, but objective.params.vocab_size is {vocab_size}")
+        self.register_buffer("codebook", book.float())
+        self.n_patches = n_patches
+
+    def train(self, mode: bool = True) -> VQPatchTokenizer:  # frozen: BN statistics never move
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(self.encoder.preprocess(images)).tokens
+        if tokens is None or tokens.shape[1] != self.n_patches or tokens.shape[-1] != self.codebook.shape[1]:
+            got = None if tokens is None else tuple(tokens.shape[1:])
+            raise DataError(f"VQ tokenizer: the encoder gives tokens {got}, expected ({self.n_patches}, {self.codebook.shape[1]}) "
+                            f"(one per patch of the image tower, codebook width)")
+        flat = tokens.float().flatten(0, 1)
+        return torch.cdist(flat, self.codebook).argmin(-1).view(tokens.shape[0], tokens.shape[1])
