@@ -1,9 +1,8 @@
-"""Worker of the 2-process gloo test (imported by name in the spawned processes)."""
+"""Work of each process of the 2-process gloo test (imported by name in the spawned processes)."""
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as tdist
 
 from facerep_farl.losses import image_text_contrastive_loss
 
@@ -13,16 +12,12 @@ def global_batch(n: int = 8, d: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
-    tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    try:
-        u, w = global_batch()
-        b = u.shape[0] // world
-        u_local = u[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        w_local = w[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        scale = torch.tensor(7.0, requires_grad=True)
-        loss = image_text_contrastive_loss(u_local, w_local, scale)
-        loss.backward()
-        torch.save({"loss": loss.detach(), "gu": u_local.grad, "gw": w_local.grad, "gs": scale.grad}, f"{out}/rank{rank}.pt")
-    finally:
-        tdist.destroy_process_group()
+def itc_half(rank: int, world: int) -> dict:
+    u, w = global_batch()
+    b = u.shape[0] // world
+    u_local = u[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    w_local = w[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    scale = torch.tensor(7.0, requires_grad=True)
+    loss = image_text_contrastive_loss(u_local, w_local, scale)
+    loss.backward()
+    return {"loss": loss.detach(), "gu": u_local.grad, "gw": w_local.grad, "gs": scale.grad}

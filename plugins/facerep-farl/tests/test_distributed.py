@@ -7,16 +7,15 @@ import _farl_dist
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
+from facerep.testing.plugin import run_in_gloo
 from facerep_farl.losses import image_text_contrastive_loss
 
 pytestmark = pytest.mark.skipif(not tdist.is_available() or not tdist.is_gloo_available(), reason="needs torch.distributed with gloo")
 
 
 def test_two_processes_give_the_one_process_loss_and_gradients(tmp_path):
-    mp.spawn(_farl_dist.worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = run_in_gloo(_farl_dist.itc_half, 2, tmp_path)
     u, w = (t.clone().requires_grad_(True) for t in _farl_dist.global_batch())
     scale = torch.tensor(7.0, requires_grad=True)
     single = image_text_contrastive_loss(u, w, scale)

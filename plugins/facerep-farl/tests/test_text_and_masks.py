@@ -62,3 +62,15 @@ def test_views_carry_token_ids_and_a_blockwise_mask_of_the_configured_ratio():
     assert out.extras["mim_mask"].dtype == bool and out.extras["mim_mask"].sum() == round(0.4 * 16)
     with pytest.raises(DataError, match=r"x\.jpg: FaRL trains on image-text pairs"):
         views(Sample(image=img, meta={"path": "x.jpg"}), np.random.default_rng(1))
+
+
+def test_zero_shot_prompts_use_the_captioners_subjects_and_cover_all_40_attributes():
+    from facerep_farl.captions import attribute_prompts
+
+    for name in CELEBA_40:
+        present, absent = attribute_prompts(name)
+        assert present and absent and not set(present) & set(absent), name
+        assert all(p.startswith("a photo of") and ("woman" in p or "man" in p) for p in present + absent), name
+    assert attribute_prompts("Smiling")[0][0] == "a photo of a smiling young woman"
+    assert attribute_prompts("Male") == (["a photo of a young man", "a photo of an older man"],
+                                         ["a photo of a young woman", "a photo of an older woman"])

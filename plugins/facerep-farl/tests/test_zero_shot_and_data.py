@@ -63,7 +63,11 @@ def test_zero_shot_predicts_the_closer_prompt_and_reports_the_majority_baseline(
     with torch.no_grad():
         img = torch.nn.functional.normalize(obj.joint.encode_image(obj.backbone(x).pooled), dim=1)[0]
         tok = CaptionTokenizer(FaRLParams.tiny().context_length)
+        norm = torch.nn.functional.normalize
+
+        def side(prompts):  # CLIP's prompt ensembling: mean of unit embeddings, renormalised
+            return norm(norm(obj.joint.encode_text(torch.from_numpy(np.stack([tok(t) for t in prompts]))), dim=1).mean(0), dim=0)
+
         for i, name in enumerate(train.info.class_names["attributes"][:5]):
-            pos, neg = (torch.nn.functional.normalize(obj.joint.encode_text(torch.from_numpy(tok(t))[None]), dim=1)[0]
-                        for t in attribute_prompts(name))
+            pos, neg = (side(p) for p in attribute_prompts(name))
             assert out.predictions[0][i] == int(img @ pos > img @ neg), name

@@ -7,11 +7,12 @@ directly (a source checkout on ``PYTHONPATH``).
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import sys
 from pathlib import Path
 
 import pytest
+
+from facerep.testing.plugin import plugins_including
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # helper modules (_frl_helpers), also for spawned processes
@@ -21,10 +22,5 @@ if str(TESTS) not in sys.path:  # helper modules (_frl_helpers), also for spawne
 @pytest.fixture
 def frl_plugins():
     import facerep_frl.plugin
-    from facerep.plugins import load_plugins, reset_plugins
 
-    installed = [ep for ep in md.entry_points(group="facerep") if ep.name == "frl"]
-    plugins = load_plugins(strict=True) if installed else load_plugins(strict=True, extra=[("frl", facerep_frl.plugin)])
-    reset_plugins(plugins)
-    yield plugins
-    reset_plugins(None)
+    yield from plugins_including("frl", facerep_frl.plugin)

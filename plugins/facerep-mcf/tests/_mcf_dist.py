@@ -1,9 +1,8 @@
-"""Worker of the 2-process gloo test (imported by name in the spawned processes)."""
+"""Work of each process of the 2-process gloo test (imported by name in the spawned processes)."""
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as tdist
 
 from facerep_mcf.losses import masked_pair_contrastive_loss
 
@@ -13,14 +12,10 @@ def global_batch(n: int = 8, d: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
 
 
-def worker(rank: int, world: int, init: str, out: str) -> None:
-    tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    try:
-        q, k = global_batch()
-        b = q.shape[0] // world
-        q_local = q[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        loss = masked_pair_contrastive_loss(q_local, k[rank * b : (rank + 1) * b], 0.2)
-        loss.backward()
-        torch.save({"loss": loss.detach(), "grad": q_local.grad}, f"{out}/rank{rank}.pt")
-    finally:
-        tdist.destroy_process_group()
+def contrast_half(rank: int, world: int) -> dict:
+    q, k = global_batch()
+    b = q.shape[0] // world
+    q_local = q[rank * b : (rank + 1) * b].clone().requires_grad_(True)
+    loss = masked_pair_contrastive_loss(q_local, k[rank * b : (rank + 1) * b], 0.2)
+    loss.backward()
+    return {"loss": loss.detach(), "grad": q_local.grad}

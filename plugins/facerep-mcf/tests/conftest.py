@@ -1,12 +1,13 @@
-"""``mcf_plugins``: ``mcf.mcf`` resolvable whether or not the distribution is pip-installed."""
+"""``mcf_plugins``: ``mcf.*`` resolvable whether or not the distribution is pip-installed."""
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import sys
 from pathlib import Path
 
 import pytest
+
+from facerep.testing.plugin import plugins_including
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # helper modules, also for spawned processes
@@ -16,10 +17,5 @@ if str(TESTS) not in sys.path:  # helper modules, also for spawned processes
 @pytest.fixture
 def mcf_plugins():
     import facerep_mcf.plugin
-    from facerep.plugins import load_plugins, reset_plugins
 
-    installed = [ep for ep in md.entry_points(group="facerep") if ep.name == "mcf"]
-    plugins = load_plugins(strict=True) if installed else load_plugins(strict=True, extra=[("mcf", facerep_mcf.plugin)])
-    reset_plugins(plugins)
-    yield plugins
-    reset_plugins(None)
+    yield from plugins_including("mcf", facerep_mcf.plugin)

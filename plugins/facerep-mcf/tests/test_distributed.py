@@ -7,16 +7,15 @@ import _mcf_dist
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
+from facerep.testing.plugin import run_in_gloo
 from facerep_mcf.losses import masked_pair_contrastive_loss
 
 pytestmark = pytest.mark.skipif(not tdist.is_available() or not tdist.is_gloo_available(), reason="needs torch.distributed with gloo")
 
 
 def test_two_processes_give_the_one_process_loss_and_gradient(tmp_path):
-    mp.spawn(_mcf_dist.worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    ranks = run_in_gloo(_mcf_dist.contrast_half, 2, tmp_path)
     q, k = _mcf_dist.global_batch()
     q = q.clone().requires_grad_(True)
     single = masked_pair_contrastive_loss(q, k, 0.2)

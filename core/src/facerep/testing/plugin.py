@@ -11,6 +11,9 @@ Fixtures:
 
 Contract suites (subclass them in your plugin's tests): :class:`facerep.testing.ObjectiveContract`.
 
+Helpers: :func:`plugins_including` (a plugin's own fixture, installed or from source) and
+:func:`run_in_gloo` (a function in N gloo processes, for "N processes give one process's result").
+
 This module imports nothing heavy at import time: it is loaded by every pytest run in an
 environment where facerep is installed.
 """
@@ -51,3 +54,46 @@ def tiny_faces() -> Any:
     from facerep.data.synthetic import SyntheticFaces
 
     return SyntheticFaces(n=16, size=64, n_identities=4, seed=0)
+
+
+def plugins_including(name: str, module: Any) -> Iterator[Any]:
+    """For a plugin's own ``conftest.py``: the installed plugin set when the distribution's entry
+    point ``name`` is installed, else core + ``module`` registered as plugin ``name`` (a source
+    checkout on ``PYTHONPATH``); installed process-wide for the test, forgotten afterwards::
+
+        @pytest.fixture
+        def mcf_plugins():
+            import facerep_mcf.plugin
+            yield from plugins_including("mcf", facerep_mcf.plugin)
+    """
+    import importlib.metadata as md
+
+    from facerep.plugins import load_plugins, reset_plugins
+
+    installed = any(ep.name == name for ep in md.entry_points(group="facerep"))
+    plugins = load_plugins(strict=True) if installed else load_plugins(strict=True, extra=[(name, module)])
+    reset_plugins(plugins)
+    yield plugins
+    reset_plugins(None)
+
+
+def _gloo_entry(rank: int, world: int, init: str, out: str, fn: Callable[[int, int], dict]) -> None:
+    import torch
+    import torch.distributed as tdist
+
+    tdist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    try:
+        torch.save(fn(rank, world), f"{out}/rank{rank}.pt")
+    finally:
+        tdist.destroy_process_group()
+
+
+def run_in_gloo(fn: Callable[[int, int], dict], world: int, tmp_dir: Any) -> list[dict]:
+    """Run ``fn(rank, world)`` in ``world`` CPU processes joined in a gloo process group and return
+    what each returned (tensors and plain data, saved and read back with ``weights_only=True``).
+    ``fn`` must be importable by name in a fresh process (a module-level function)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_entry, args=(world, f"{tmp_dir}/gloo_init", str(tmp_dir), fn), nprocs=world, join=True)
+    return [torch.load(f"{tmp_dir}/rank{r}.pt", weights_only=True) for r in range(world)]

@@ -55,26 +55,36 @@ def attribute_caption(attributes: np.ndarray, names: tuple[str, ...]) -> str:
     return text
 
 
-def attribute_prompts(name: str) -> tuple[str, str]:
-    """``(present, absent)`` prompts for one CelebA attribute, in the captioner's words (zero-shot
-    classification compares an image's similarity to the two)."""
-    base = "a photo of a person"
+#: Who the prompts describe: the captioner's own subjects (its captions never say "person").
+_SUBJECTS = ("a young woman", "an older woman", "a young man", "an older man")
+
+
+def attribute_prompts(name: str) -> tuple[list[str], list[str]]:
+    """``(present, absent)`` prompt lists for one CelebA attribute, in the captioner's grammar, over
+    its four subjects (zero-shot scores average each list's unit text embeddings: CLIP's prompt
+    ensembling, Radford et al. 2021, Sec. 3.1.4)."""
+
+    def photo(subject: str, adjective: str = "", tail: str = "") -> str:
+        words = f"{adjective} {subject.split(' ', 1)[1]}" if adjective else subject.split(" ", 1)[1]
+        article = "an" if words[0] in "aeiou" else "a"
+        return f"a photo of {article} {words}{tail}"
+
+    base = [photo(s) for s in _SUBJECTS]
     if name == "Male":
-        return "a photo of a man", "a photo of a woman"
+        return [photo(s) for s in _SUBJECTS if s.endswith(" man")], [photo(s) for s in _SUBJECTS if s.endswith("woman")]
     if name == "Young":
-        return "a photo of a young person", "a photo of an older person"
+        return [photo(s) for s in _SUBJECTS if "young" in s], [photo(s) for s in _SUBJECTS if "older" in s]
     if name == "No_Beard":
-        return base, f"{base} with a beard"
+        return [photo(s) for s in _SUBJECTS if s.endswith(" man")], [photo(s, tail=" with a beard") for s in _SUBJECTS if s.endswith(" man")]
     if name == "Blurry":
-        return "a blurry photo of a person", base
+        return [p + ", blurry" for p in base], base
     adjectives = dict(_ADJ)
     if name in adjectives:
-        word = adjectives[name]
-        return f"a photo of {'an' if word[0] in 'aeiou' else 'a'} {word} person", base
+        return [photo(s, adjective=adjectives[name]) for s in _SUBJECTS], base
     if name in _HAIR or name in _WITH:
-        return f"{base} with {_HAIR.get(name) or _WITH[name]}", base
+        return [photo(s, tail=f" with {_HAIR.get(name) or _WITH[name]}") for s in _SUBJECTS], base
     if name in _WEARING:
-        return f"{base}, wearing {_WEARING[name]}", base
+        return [photo(s, tail=f", wearing {_WEARING[name]}") for s in _SUBJECTS], base
     raise KeyError(f"no prompt for attribute {name!r} (CelebA's 40 are known)")
 
 

@@ -1,8 +1,9 @@
 """``farl.zero_shot``: attribute classification from text prompts, no labelled training.
 
-For each attribute the text tower embeds a "present" and an "absent" prompt in the captioner's
-words (:func:`facerep_farl.captions.attribute_prompts`); a test image is predicted to have the
-attribute when its joint-space embedding is closer (cosine) to the first. The labelled training
+For each attribute the text tower embeds "present" and "absent" prompts in the captioner's words,
+over its four subjects (young/older woman/man; :func:`facerep_farl.captions.attribute_prompts`),
+averaged per side (CLIP's prompt ensembling); a test image is predicted to have the attribute when
+its joint-space embedding is closer (cosine) to the "present" side. The labelled training
 split is read for one thing only: each attribute's majority class, the baseline the protocol
 reports beside the zero-shot accuracies (``beats_majority``: how many attributes beat it on the
 test split).
@@ -76,9 +77,12 @@ class ZeroShot:
         joint, fp = load_joint_embedding(self.params.joint, backbone.embed_dim)
         backbone.to(resolve_device(self.params.device))
         tok = CaptionTokenizer(fp.context_length)
-        prompts = [attribute_prompts(n) for n in names]
-        ids = torch.from_numpy(np.stack([tok(t) for pair in prompts for t in pair]))
-        text = F.normalize(joint.encode_text(ids).float(), dim=1).view(len(names), 2, -1)  # (A, 2, d)
+        rows = []
+        for n in names:  # CLIP's prompt ensembling: the mean of each list's unit embeddings, renormalised
+            for prompts in attribute_prompts(n):
+                ids = torch.from_numpy(np.stack([tok(t) for t in prompts]))
+                rows.append(F.normalize(F.normalize(joint.encode_text(ids).float(), dim=1).mean(0), dim=0))
+        text = torch.stack(rows).view(len(names), 2, -1)  # (A, 2, d): present, absent
         views, metas = pooled_views(backbone, task, test, self.params)
         scores = []
         for v in views:
