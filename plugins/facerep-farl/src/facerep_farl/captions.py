@@ -75,7 +75,8 @@ def attribute_prompts(name: str) -> tuple[list[str], list[str]]:
     if name == "Young":
         return [photo(s) for s in _SUBJECTS if "young" in s], [photo(s) for s in _SUBJECTS if "older" in s]
     if name == "No_Beard":
-        return [photo(s) for s in _SUBJECTS if s.endswith(" man")], [photo(s, tail=" with a beard") for s in _SUBJECTS if s.endswith(" man")]
+        men = [s for s in _SUBJECTS if s.endswith(" man")]
+        return [photo(s) for s in men], [photo(s, tail=" with a beard") for s in men]
     if name == "Blurry":
         return [p + ", blurry" for p in base], base
     adjectives = dict(_ADJ)
