@@ -112,3 +112,16 @@ def test_a_users_vq_tokenizer_gives_the_nearest_code_of_its_encoders_patch_token
 
     with pytest.raises(DataError, match="vocab_size is 9"):
         VQPatchTokenizer(weights=str(path), codebook=str(tmp_path / "codes.safetensors"), n_patches=16, vocab_size=9)
+
+
+def test_roc_auc_is_the_probability_a_positive_outranks_a_negative():
+    import numpy as np
+
+    from facerep_farl.zero_shot import roc_auc
+
+    score = np.array([0.1, 0.4, 0.35, 0.8, 0.4])
+    label = np.array([0, 0, 1, 1, 1])
+    # pairs (pos, neg): (0.35,0.1)=1 (0.35,0.4)=0 (0.8,*)=1,1 (0.4,0.1)=1 (0.4,0.4)=0.5 -> 4.5 / 6
+    assert abs(roc_auc(score, label) - 4.5 / 6) < 1e-12
+    assert roc_auc(score, np.ones(5)) != roc_auc(score, np.ones(5))  # NaN for one class
+    assert roc_auc(-score, label) == 1 - roc_auc(score, label)

@@ -6,7 +6,8 @@ averaged per side (CLIP's prompt ensembling); a test image is predicted to have 
 its joint-space embedding is closer (cosine) to the "present" side. The labelled training
 split is read for one thing only: each attribute's majority class, the baseline the protocol
 reports beside the zero-shot accuracies (``beats_majority``: how many attributes beat it on the
-test split).
+test split). ``auc_<attribute>`` / ``mean_auc`` score the prompt margin without a threshold: how
+well the text ranks the faces, apart from where the "present = closer" rule puts the cut.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from facerep.config import positive
 from facerep.errors import ConfigError
 
-__all__ = ["ZeroShot", "ZeroShotParams", "load_joint_embedding"]
+__all__ = ["ZeroShot", "ZeroShotParams", "load_joint_embedding", "roc_auc"]
 
 
 @attrs.frozen
@@ -54,6 +55,26 @@ def load_joint_embedding(path: str, image_width: int) -> Any:
     except RuntimeError as exc:
         raise ConfigError(f"{path}: does not fit a {image_width}-wide image tower ({str(exc).splitlines()[0]})") from None
     return joint.eval(), params
+
+
+def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks averaged); NaN for a one-class
+    column. Threshold-free: how well the prompt margin ranks the faces, whatever its calibration."""
+    pos = label.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(score, kind="mergesort")
+    ranks = np.empty(len(score))
+    sorted_scores = score[order]
+    i = 0
+    while i < len(score):  # average ranks over ties
+        j = i
+        while j + 1 < len(score) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 class ZeroShot:
@@ -89,6 +110,7 @@ class ZeroShot:
             img = F.normalize(joint.encode_image(torch.from_numpy(v).float()), dim=1)  # (N, d)
             sims = torch.einsum("nd,apd->nap", img, text)
             scores.append(sims[..., 0] - sims[..., 1])
+        margin = torch.stack(scores).mean(0).numpy()  # (N, A) present-minus-absent cosine, views averaged
         preds = task.predict(scores, metas)
         metrics = task.evaluate(preds, test)
         y_train, y_test = label_array(train, "attributes"), label_array(test, "attributes")
@@ -97,4 +119,6 @@ class ZeroShot:
         zs_acc = np.array([metrics[f"acc_{n}"] for n in names])
         metrics.update(majority_mean_acc=float(majority_acc.mean()), beats_majority=float((zs_acc > majority_acc).sum()))
         metrics.update({f"majority_acc_{n}": float(a) for n, a in zip(names, majority_acc, strict=True)})
+        auc = np.array([roc_auc(margin[:, i], y_test[:, i]) for i in range(len(names))])
+        metrics.update(mean_auc=float(np.nanmean(auc)), **{f"auc_{n}": float(a) for n, a in zip(names, auc, strict=True)})
         return EvalOutput(metrics, preds)
