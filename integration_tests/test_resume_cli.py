@@ -137,7 +137,8 @@ KILLER = textwrap.dedent("""
         def step(m, caller, data, ow):
             from mmengine.logging import MessageHub
             if int(MessageHub.get_current_instance().get_info("iter")) + 1 == at:
-                out = caller(m.prepare(data), mode="loss"); out["loss"].backward()
+                views, extras = m.prepare(data)
+                out = caller(views, mode="loss"); out["loss"].backward()
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(m, caller, data, ow)
         model._train_step = step
