@@ -33,6 +33,7 @@ __all__ = [
     "gaussian_blur",
     "hflip",
     "random_resized_crop",
+    "resized_view",
     "sample_color_jitter",
     "sample_resized_crop_box",
     "solarize",
@@ -124,6 +125,15 @@ def random_resized_crop(
         raise TypeError("random_resized_crop needs an explicit rng")
     box = sample_resized_crop_box(img.shape[0], img.shape[1], scale, ratio, rng)
     return crop_resize(img, box, size)
+
+
+def resized_view(img: np.ndarray, size: int, scale: Sequence[float], rng: np.random.Generator,
+                 ratio: Sequence[float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """The whole image resized to ``size x size`` when ``scale`` is ``(1, 1)`` (MAE/MCF's plain
+    resize, no randomness drawn), else :func:`random_resized_crop` with ``scale``."""
+    if tuple(scale) == (1.0, 1.0):
+        return crop_resize(img, (0, 0, img.shape[0], img.shape[1]), size)
+    return random_resized_crop(img, size, scale, ratio, rng)
 
 
 def hflip(img: np.ndarray) -> np.ndarray:

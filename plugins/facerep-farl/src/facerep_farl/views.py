@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from facerep.backbones.masking import block_mask
-from facerep.data.augment import crop_resize, hflip, random_resized_crop
+from facerep.data.augment import hflip, resized_view
 from facerep.errors import DataError
 from facerep.types import Sample, Views
 from facerep_farl.text import CaptionTokenizer
@@ -30,11 +30,7 @@ class CaptionedMaskedViews:
         if not sample.caption:
             raise DataError(f"{sample.meta.get('path', '?')}: FaRL trains on image-text pairs and this sample has no caption "
                             f"(use a captioned dataset: farl.captioned, farl.caption_table, farl.webdataset)")
-        img = sample.image
-        if self.crop_scale == (1.0, 1.0):
-            img = crop_resize(img, (0, 0, img.shape[0], img.shape[1]), self.size)
-        else:
-            img = random_resized_crop(img, self.size, self.crop_scale, (3 / 4, 4 / 3), rng)
+        img = resized_view(sample.image, self.size, self.crop_scale, rng)
         if rng.random() < self.flip_p:
             img = hflip(img)
         mask = block_mask(rng, self.grid, self.mask_ratio, min_block=self.min_block)

@@ -8,7 +8,7 @@ import attrs
 import numpy as np
 
 from facerep.backbones.masking import random_mask
-from facerep.data.augment import crop_resize, hflip, random_resized_crop
+from facerep.data.augment import hflip, resized_view
 from facerep.types import Sample, Views
 
 __all__ = ["MaskedPairViews"]
@@ -23,11 +23,7 @@ class MaskedPairViews:
     flip_p: float = 0.5
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Views:
-        img = sample.image
-        if self.crop_scale == (1.0, 1.0):
-            img = crop_resize(img, (0, 0, img.shape[0], img.shape[1]), self.size)
-        else:
-            img = random_resized_crop(img, self.size, self.crop_scale, (3 / 4, 4 / 3), rng)
+        img = resized_view(sample.image, self.size, self.crop_scale, rng)
         if rng.random() < self.flip_p:
             img = hflip(img)
         masks = np.stack([random_mask(rng, self.n_patches, self.mask_ratio) for _ in range(2)])
