@@ -35,6 +35,16 @@ def test_the_loss_is_itc_plus_lambda_mim(farl_plugins, tiny_faces):
         assert out.logs["loss_mim"] > 0 and math.isclose(out.logs["logit_scale"], 1 / 0.07, rel_tol=1e-5)
 
 
+def test_image_text_only_skips_the_masked_copy(farl_plugins, tiny_faces):
+    obj = build_objective("farl.farl", {"mim_weight": 0.0})
+    obj.eval()
+    batch = objective_batch(obj, tiny_faces)
+    with torch.no_grad():
+        out = call_objective(obj, batch)
+    assert "loss_mim" not in out.logs and math.isclose(float(out.loss), out.logs["loss_itc"], rel_tol=1e-6)
+    assert not bool(obj.patch_tokenizer.fitted), "no MIM: the codebook is never fitted"
+
+
 def test_clean_copy_matches_the_plain_image_tower_and_masked_patches_are_hidden(farl, tiny_faces):
     from facerep.backbones.masking import vit_tokens
 

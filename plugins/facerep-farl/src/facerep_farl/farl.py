@@ -156,22 +156,27 @@ class FaRLObjective(nn.Module):
             raise ValueError("FaRL needs extras 'text' and 'mim_mask' from its view transform (facerep >= 1.2 runner)")
         x, ids, mask = views[0], extras["text"], extras["mim_mask"]
         b, prefix = x.shape[0], self.backbone.num_prefix_tokens
+        mim = self.params.mim_weight > 0
         # one pass over [clean; masked] (FaRL's forward_mim): the clean half has nothing masked
-        tokens = vit_tokens(self.backbone, torch.cat([x, x]), mask=torch.cat([torch.zeros_like(mask), mask]), mask_token=self.mask_token)
-        clean, masked = tokens[:b], tokens[b:]
-        u = self.joint.encode_image(clean[:, 0])
+        both = torch.cat([x, x]) if mim else x
+        tokens = vit_tokens(self.backbone, both, mask=torch.cat([torch.zeros_like(mask), mask]) if mim else torch.zeros_like(mask),
+                            mask_token=self.mask_token)
+        u = self.joint.encode_image(tokens[:b, 0])
         w = self.joint.encode_text(ids)
         loss_itc = image_text_contrastive_loss(u, w, self.joint.scale())
-        logits = self.mim_head(self.mim_norm(self.mim_blocks(masked)))[:, prefix:]
-        targets = self.patch_tokenizer(self.backbone.unpreprocess(x))
-        loss_mim = masked_token_loss(logits, targets, mask)
-        loss = loss_itc + self.params.mim_weight * loss_mim
+        logs = {"loss_itc": float(loss_itc.detach()), "logit_scale": float(self.joint.scale().detach())}
+        loss = loss_itc
+        if mim:  # with mim_weight 0 (image-text contrast only) the masked copy is not computed
+            logits = self.mim_head(self.mim_norm(self.mim_blocks(tokens[b:])))[:, prefix:]
+            targets = self.patch_tokenizer(self.backbone.unpreprocess(x))
+            loss_mim = masked_token_loss(logits, targets, mask)
+            loss = loss + self.params.mim_weight * loss_mim
+            logs["loss_mim"] = float(loss_mim.detach())
+            logs["mim_acc"] = float((logits[mask].argmax(-1) == targets[mask]).float().mean())
         with torch.no_grad():
             sims = torch.nn.functional.normalize(u.float(), dim=1) @ torch.nn.functional.normalize(w.float(), dim=1).T
-            itc_acc = (sims.argmax(1) == torch.arange(b, device=x.device)).float().mean()
-            mim_acc = (logits[mask].argmax(-1) == targets[mask]).float().mean()
-        return LossOutput(loss, {"loss_itc": float(loss_itc.detach()), "loss_mim": float(loss_mim.detach()),
-                                 "logit_scale": float(self.joint.scale().detach()), "itc_acc": float(itc_acc), "mim_acc": float(mim_acc)})
+            logs["itc_acc"] = float((sims.argmax(1) == torch.arange(b, device=x.device)).float().mean())
+        return LossOutput(loss, logs)
 
     def before_optimizer_step(self, step: int) -> None:
         pass
