@@ -97,3 +97,27 @@ class TestToyWithExtras(ObjectiveContract):
     def _plugins(self, local_plugins):
         yield
 
+
+
+def test_read_state_dict_unwraps_and_refuses_pickled_objects(tmp_path):
+    import pytest
+
+    from facerep.checkpoint import read_state_dict
+    from facerep.errors import DataError
+
+    w = torch.arange(3.0)
+    torch.save({"state_dict": {"module.fc.weight": w}}, tmp_path / "a.pth")
+    assert list(read_state_dict(tmp_path / "a.pth")) == ["fc.weight"] and torch.equal(read_state_dict(tmp_path / "a.pth")["fc.weight"], w)
+    from safetensors.torch import save_file
+
+    save_file({"x": w}, str(tmp_path / "b.safetensors"))
+    assert torch.equal(read_state_dict(tmp_path / "b.safetensors")["x"], w)
+    torch.save({"model": {"y": w}, "obj": _Pickled()}, tmp_path / "c.pth")
+    with pytest.raises(DataError, match=r"c\.pth: not a readable teacher checkpoint"):
+        read_state_dict(tmp_path / "c.pth", what="teacher checkpoint")
+    with pytest.raises(DataError, match="checkpoint not found"):
+        read_state_dict(tmp_path / "missing.pth")
+
+
+class _Pickled:  # an arbitrary object: weights_only loading must refuse it
+    pass

@@ -25,7 +25,7 @@ from facerep.config import ComponentConfig, unstructure
 from facerep.errors import DataError
 
 __all__ = ["check_fits", "export_backbone", "export_module", "load_backbone", "read_checkpoint", "read_module", "read_sidecar",
-           "safe_checkpoint_loading"]
+           "read_state_dict", "safe_checkpoint_loading"]
 
 FORMAT = "facerep.backbone/1"
 MODULE_FORMAT = "facerep.module/1"
@@ -141,6 +141,31 @@ def export_backbone(module: nn.Module, path: str | Path, *, backbone: ComponentC
     with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
     return path
+
+
+def read_state_dict(path: str | Path, *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A state dict from a safetensors file or a ``.pth``/``.pt`` read with ``weights_only=True``
+    (no pickled code runs); ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and DDP's
+    ``module.`` prefixes are removed. A missing or unreadable file is a :class:`DataError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc}); only safetensors and plain torch.save "
+                        f"state dicts are read (pickled objects and TorchScript files would execute code)") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def export_module(module: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:

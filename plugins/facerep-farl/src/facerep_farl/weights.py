@@ -37,26 +37,6 @@ def farl_b16_params() -> dict[str, Any]:
     return {"embed_dim": 512, "text_width": 512, "text_layers": 12, "text_heads": 8, "context_length": 77}
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise DataError(f"checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc}); OpenAI's TorchScript .pt files are "
-                        f"not read (they execute code): export their state_dict first") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def split_clip_state(state: dict[str, torch.Tensor], backbone: torch.nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """OpenAI-layout state -> (the facerep backbone's state dict, the joint embedding's)."""
     from timm.models.vision_transformer import _convert_openai_clip
@@ -77,11 +57,12 @@ def split_clip_state(state: dict[str, torch.Tensor], backbone: torch.nn.Module) 
 def import_clip(path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module]:
     """Build the facerep backbone and FaRL joint embedding and load a checkpoint into both (strict)."""
     from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.checkpoint import read_state_dict
     from facerep.config import structure
     from facerep_farl.farl import FaRLParams, JointEmbedding
     from facerep_farl.text import CaptionTokenizer
 
-    state = _read(Path(path))
+    state = read_state_dict(path)
     backbone = TimmBackbone(structure(clip_backbone_params(), TimmBackboneParams))
     params = structure(farl_b16_params(), FaRLParams)
     joint = JointEmbedding(backbone.embed_dim, params, CaptionTokenizer(params.context_length).vocab_size)

@@ -77,23 +77,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise DataError(f"teacher checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never executes pickled code
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
-    for key in ("state_dict", "model"):  # common wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return state
-
-
 class FeatureTeacher(nn.Module):
     """A frozen facerep backbone returning the token features of the chosen layers."""
 
@@ -120,7 +103,9 @@ class FeatureTeacher(nn.Module):
                 self.source["checkpoint"] = None
             else:
                 path = _path(params.checkpoint, "checkpoint")
-                state = _read_state(path)
+                from facerep.checkpoint import read_state_dict
+
+                state = read_state_dict(path, what="teacher checkpoint")
                 missing, unexpected = self.backbone.model.load_state_dict(state, strict=False)
                 missing = [k for k in missing if not k.startswith(("head.", "fc."))]  # classifier heads are dropped
                 if missing:
