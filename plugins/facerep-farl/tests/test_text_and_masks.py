@@ -74,3 +74,13 @@ def test_zero_shot_prompts_use_the_captioners_subjects_and_cover_all_40_attribut
     assert attribute_prompts("Smiling")[0][0] == "a photo of a smiling young woman"
     assert attribute_prompts("Male") == (["a photo of a young man", "a photo of an older man"],
                                          ["a photo of a young woman", "a photo of an older woman"])
+
+
+def test_zero_shot_decision_rule_is_checked_where_the_config_names_it():
+    from facerep.config import structure
+    from facerep.errors import ConfigError
+    from facerep_farl.zero_shot import ZeroShotParams
+
+    assert structure({"joint": "j.safetensors"}, ZeroShotParams).decision == "prior"
+    with pytest.raises(ConfigError, match="decision"):
+        structure({"joint": "j.safetensors", "decision": "argmax"}, ZeroShotParams, path="evaluate.0.protocols.0.params")

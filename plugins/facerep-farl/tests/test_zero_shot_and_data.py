@@ -34,7 +34,7 @@ def test_the_cpu_preset_captions_only_the_pretraining_range(farl_plugins):
     assert params.dataset["params"]["stop"] <= 8000, "CelebA 008001-010000 is the attribute test split"
 
 
-def test_zero_shot_predicts_the_closer_prompt_and_reports_the_majority_baseline(farl_plugins, tmp_path):
+def test_zero_shot_decides_by_the_closer_prompt_or_the_bayes_rule_and_reports_the_majority_baseline(farl_plugins, tmp_path):
     from facerep.build import build, resolve
     from facerep.checkpoint import export_module
     from facerep.config import ComponentConfig, unstructure
@@ -49,9 +49,11 @@ def test_zero_shot_predicts_the_closer_prompt_and_reports_the_majority_baseline(
     task = build(resolve("task", ComponentConfig("attributes.binary", {"input_size": 32}), "task"))
     train = build(resolve("dataset", ComponentConfig("attributes.celeba", {"stop": 60}), "train"))
     test = build(resolve("dataset", ComponentConfig("attributes.celeba", {"start": 8001, "stop": 8030, "split": "test"}), "test"))
-    out = ZeroShot(ZeroShotParams(joint=str(path), batch_size=16)).run(obj.backbone, task, train, test)
+    out = ZeroShot(ZeroShotParams(joint=str(path), batch_size=16, decision="closer")).run(obj.backbone, task, train, test)
+    bayes = ZeroShot(ZeroShotParams(joint=str(path), batch_size=16)).run(obj.backbone, task, train, test)
     m = out.metrics
     assert 0 <= m["beats_majority"] <= 40 and 0 < m["mean_acc"] < 1
+    assert m["closer_beats_majority"] == m["beats_majority"] == bayes.metrics["closer_beats_majority"]
     y_tr, y_te = train.label_array("attributes"), test.label_array("attributes")
     maj = (y_tr.mean(0) >= 0.5).astype(np.uint8)
     assert np.isclose(m["majority_mean_acc"], (y_te == maj).mean())
@@ -68,6 +70,15 @@ def test_zero_shot_predicts_the_closer_prompt_and_reports_the_majority_baseline(
         def side(prompts):  # CLIP's prompt ensembling: mean of unit embeddings, renormalised
             return norm(norm(obj.joint.encode_text(torch.from_numpy(np.stack([tok(t) for t in prompts]))), dim=1).mean(0), dim=0)
 
-        for i, name in enumerate(train.info.class_names["attributes"][:5]):
+        prior = train.label_array("attributes").mean(0).clip(1e-4, 1 - 1e-4)
+        s = float(obj.joint.scale())
+        assert m["logit_scale"] == pytest.approx(s)
+        flips = 0
+        for i, name in enumerate(train.info.class_names["attributes"]):
             pos, neg = (side(p) for p in attribute_prompts(name))
-            assert out.predictions[0][i] == int(img @ pos > img @ neg), name
+            margin = float(img @ pos - img @ neg)
+            assert out.predictions[0][i] == int(margin > 0), name
+            # Bayes rule: log-odds s (c+ - c-) of the two-prompt softmax plus the prior's log-odds
+            assert bayes.predictions[0][i] == int(s * margin + np.log(prior[i] / (1 - prior[i])) > 0), name
+            flips += bayes.predictions[0][i] != out.predictions[0][i]
+        assert flips > 0, "60 CelebA images give priors far from 1/2: the rules must disagree somewhere"

@@ -3,6 +3,7 @@ positions are masked, the momentum encoder, the explicit teacher and its manifes
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -143,3 +144,41 @@ def test_params_round_trip_through_yaml_shaped_dicts():
     p = MCFParams.tiny()
     assert structure(unstructure(p), MCFParams) == p
     assert np.isclose(p.temperature, 0.2) and p.feature_weight == 1000.0
+
+
+def test_resume_refuses_a_teacher_file_replaced_between_sessions(mcf_plugins, tmp_path, capsys):
+    """`facerep run --stop-after` then `--resume` with the same config but another file at the
+    teacher's path: the manifest's SHA-256 differs and the run is refused, its checkpoint untouched."""
+    import yaml
+
+    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.checkpoint import export_backbone
+    from facerep.cli import main
+    from facerep.config import ComponentConfig, unstructure
+
+    def teacher(seed: int) -> None:
+        torch.manual_seed(seed)
+        export_backbone(TimmBackbone(TimmBackboneParams(model="resnet10t")), tmp_path / "teacher.safetensors",
+                        backbone=ComponentConfig("core.timm", {"model": "resnet10t"}), method="frl.moco_v2")
+
+    teacher(0)
+    params = {**unstructure(MCFParams.tiny()), "teacher": {"weights": str(tmp_path / "teacher.safetensors"), "layers": [1, 2]}}
+    cfg = tmp_path / "mcf.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "name": "mcf_resume", "seed": 0, "data": {"name": "core.synthetic", "params": {"n": 32, "size": 64}},
+        "backbone": {"name": "core.timm", "params": MCFParams.tiny_backbone()},
+        "objective": {"name": "mcf.mcf", "params": params},
+        "train": {"max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "precision": "fp32"}}))
+    wd = tmp_path / "wd"
+    assert main(["run", str(cfg), "--work-dir", str(wd), "--stop-after", "2"]) == 0
+    assert json.loads((wd / "objective.json").read_text())["teacher"]["weights"].endswith("teacher.safetensors")
+    teacher(1)
+    capsys.readouterr()
+    ckpt = (wd / "iter_2.pth").read_bytes()
+    assert main(["run", str(cfg), "--work-dir", str(wd), "--resume"]) != 0
+    err = capsys.readouterr().err
+    assert "manifest differs" in err and "teacher.sha256" in err, err
+    assert (wd / "iter_2.pth").read_bytes() == ckpt and not (wd / "backbone.safetensors").exists()
+    teacher(0)  # the original file back: the run finishes
+    assert main(["run", str(cfg), "--work-dir", str(wd), "--resume"]) == 0
+    assert (wd / "backbone.safetensors").is_file()

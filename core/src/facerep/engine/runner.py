@@ -32,7 +32,7 @@ from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.stream import StreamSampler, ViewStream
 from facerep.errors import ConfigError
 from facerep.plugins import PluginSet
-from facerep.workdir import atomic_write, atomic_write_text, checkpoints
+from facerep.workdir import atomic_write, atomic_write_text, checkpoints, config_differences
 
 __all__ = ["CheckpointHook", "StreamTrainLoop", "pretrain", "save_checkpoint"]
 
@@ -151,6 +151,19 @@ def _python_rng_plain() -> list[Any]:
     return [version, list(state), gauss]
 
 
+def _check_objective_manifest(saved_file: Path, manifest: dict[str, Any]) -> None:
+    """A resumed run must see what its first session saw beyond the config: e.g. MCF's teacher
+    file, whose SHA-256 is in the manifest (a file replaced under the same path would otherwise go
+    unnoticed and mix two teachers in one run)."""
+    if not saved_file.is_file():  # runs of objectives without a manifest, or from before API 1.2
+        return
+    saved = json.loads(saved_file.read_text(encoding="utf-8"))
+    diff = config_differences(saved, json.loads(json.dumps(manifest, default=str)), may_change=())
+    if diff:
+        raise ConfigError(f"--resume: the objective's manifest differs from the one the run was started with ({saved_file}):\n  "
+                          + "\n  ".join(diff) + "\n(restore those files, or start a new run in another --work-dir)")
+
+
 def _device(cfg: RunConfig) -> torch.device:
     want = cfg.train.device
     if want == "cuda" and not torch.cuda.is_available():
@@ -221,6 +234,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
               f"device {device}, {t.precision}")
     if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
         check_fits(read_checkpoint(resume_from), model.module if world > 1 else model, resume_from)
+        _check_objective_manifest(work_dir / "objective.json", manifest)
     ckpt_every = t.checkpoint_every
     visualizer = visualizer_cfg(t.log_backends, work_dir, run_name=cfg.name)
     with quiet_terminal(verbose):
