@@ -10,8 +10,10 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 pkgs=(-e "core[tensorboard]")
+# optional extras the test suite exercises (binary wheels only)
+declare -A EXTRAS=([plugins/facerep-pros/]="[detect]")
 for p in plugins/*/ integration_tests/plugins/*/; do
-  [ -f "$p/pyproject.toml" ] && pkgs+=(-e "$p")
+  [ -f "$p/pyproject.toml" ] && pkgs+=(-e "$p${EXTRAS[$p]:-}")
 done
 # torch first, by exact pin: an unpinned torch would pull a multi-GB download.
 .venv/bin/python -m pip install -q -c constraints.txt "torch==2.14.1" "torchvision==0.29.1"

@@ -41,8 +41,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: History: 1.0 first release; 1.1 ``Objective.param_groups()`` and ``ParamGroup``, validators for
 #: params classes (``facerep.config.positive`` ...), ``facerep.data.io``; 1.2 view transforms may return
 #: ``facerep.types.Views`` (images + per-sample ``extras`` passed as ``Objective.forward(views,
-#: extras=...)``), optional ``Objective.manifest()``. See CHANGELOG.md.
-API_VERSION = "1.2"
+#: extras=...)``), optional ``Objective.manifest()``; 1.3 ``facerep.prototypes`` (self-distillation
+#: over learnable prototypes: head, loss, centre). See CHANGELOG.md.
+API_VERSION = "1.3"
 
 
 @hookspec

@@ -42,14 +42,17 @@ def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
     return attrs.evolve(params, **(overrides or {}))
 
 
-def tiny_backbone(spec: Any, backbone: str = "resnet10t") -> dict[str, Any]:
-    """The ``core.timm`` params a contract builds ``spec``'s objective on: the params class's
-    ``tiny_backbone()`` when it defines one (e.g. a ViT for masked image modelling), else ``backbone``."""
+def tiny_backbone(spec: Any, backbone: str | dict[str, Any] = "resnet10t") -> dict[str, Any]:
+    """The ``core.timm`` params a contract builds ``spec``'s objective on: ``backbone`` when it is a
+    dict of such params; else the params class's ``tiny_backbone()`` when it defines one (e.g. a ViT
+    for masked image modelling), else the timm model named ``backbone``."""
+    if isinstance(backbone, dict):
+        return dict(backbone)
     cls = spec.load_params()
     return dict(cls.tiny_backbone()) if cls is not None and hasattr(cls, "tiny_backbone") else {"model": backbone}
 
 
-def build_objective(name: str, params: dict[str, Any] | None = None, backbone: str = "resnet10t", seed: int = 0) -> Any:
+def build_objective(name: str, params: dict[str, Any] | None = None, backbone: str | dict[str, Any] = "resnet10t", seed: int = 0) -> Any:
     import torch
 
     from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
