@@ -38,7 +38,7 @@ def test_decide_keeps_one_dominant_face_and_says_why_not_otherwise():
     p = CurateParams(min_face_fraction=0.1, max_second_face=0.25, margin=2.0)
     d = decide((100, 100), [(30, 30, 70, 70)], p)
     assert d.kept and d.box == (10, 10, 90, 90) and d.face_fraction == pytest.approx(0.16)
-    assert decide((100, 100), [], p).reason == "no face found"
+    assert decide((100, 100), [], p).rule == "no_face"
     two = decide((100, 100), [(0, 0, 40, 40), (50, 50, 80, 80)], p)
     assert not two.kept and two.faces == 2 and "2 faces" in two.reason
     assert decide((100, 100), [(0, 0, 40, 40), (50, 50, 60, 60)], p).kept, "a small face in the background does not count"
@@ -81,11 +81,12 @@ def test_curate_keeps_faces_and_drops_background_blank_crowds_small_faces_and_co
     by_file = {r["file"]: r for r in report["files"]}
     kept = sorted(f for f, r in by_file.items() if r["kept"])
     assert kept == ["faces/face0.jpg", "faces/face1.jpg", "faces/face2.jpg", "wild.jpg"], by_file
-    assert by_file["blank.png"]["reason"] == by_file["background.jpg"]["reason"] == "no face found"
+    assert by_file["blank.png"]["rule"] == by_file["background.jpg"]["rule"] == "no_face"
     assert by_file["two_faces.jpg"]["faces"] == 2 and "2 faces" in by_file["two_faces.jpg"]["reason"]
-    assert "covers" in by_file["small_face.jpg"]["reason"]
-    assert by_file["corrupt.jpg"]["reason"].startswith("unreadable") and "corrupt.jpg" in by_file["corrupt.jpg"]["reason"]
+    assert by_file["small_face.jpg"]["rule"] == "small_face" and "covers 0.0" in by_file["small_face.jpg"]["reason"]
+    assert by_file["corrupt.jpg"]["rule"] == "unreadable" and "corrupt.jpg" in by_file["corrupt.jpg"]["reason"]
     assert report["images"] == 9 and report["kept"] == 4 and report["images_per_second"] > 0
+    assert report["counts"] == {"kept": 4, "no_face": 2, "several_faces": 1, "small_face": 1, "unreadable": 1}
     assert "kept 4 of 9 images" in out
     for f in kept:
         crop = cv2.imread(str(dst / by_file[f]["crop"]))
@@ -119,6 +120,6 @@ def test_retrieval_keeps_the_crops_nearest_to_the_seeds(tmp_path):
     sims = {r["file"]: r["similarity"] for r in report["files"]}
     assert len(kept) == 1 and kept[0]["file"] == max(sims, key=sims.get)
     assert sorted(p.name for p in (tmp_path / "dst" / "faces").iterdir()) == [Path(kept[0]["crop"]).name]
-    assert all("retrieval" in r["reason"] for r in report["files"] if not r["kept"])
+    assert all(r["rule"] == "not_retrieved" for r in report["files"] if not r["kept"])
     with pytest.raises(Exception, match="retrieval needs"):
         curate(src, tmp_path / "dst2", CurateParams(top=1))

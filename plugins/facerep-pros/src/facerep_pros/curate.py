@@ -62,7 +62,11 @@ class CurateParams:
 
 @attrs.frozen
 class FaceDecision:
+    """``rule``: ``kept``, ``no_face``, ``several_faces`` or ``small_face`` (the report counts these);
+    ``reason``: the same in words, with the numbers."""
+
     kept: bool
+    rule: str
     reason: str
     faces: int = 0
     face_fraction: float = 0.0
@@ -89,20 +93,22 @@ class DlibHOGDetector:
 def decide(image_hw: tuple[int, int], boxes: Sequence[tuple[float, float, float, float]], params: CurateParams) -> FaceDecision:
     """Keep or drop one image from its face boxes (pure: tested without a detector)."""
     if not boxes:
-        return FaceDecision(False, "no face found")
+        return FaceDecision(False, "no_face", "no face found")
     h, w = image_hw
     clipped = [(max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)) for x0, y0, x1, y1 in boxes]  # dlib's boxes may leave the image
     areas = sorted(((max(x1 - x0, 0) * max(y1 - y0, 0), (x0, y0, x1, y1)) for x0, y0, x1, y1 in clipped), reverse=True)
     (largest, (x0, y0, x1, y1)) = areas[0]
     fraction = largest / float(h * w)
     if len(areas) > 1 and areas[1][0] > params.max_second_face * largest:
-        return FaceDecision(False, f"{len(areas)} faces, the second {areas[1][0] / largest:.2f} of the largest", len(areas), fraction)
+        second = areas[1][0] / largest
+        return FaceDecision(False, "several_faces", f"{len(areas)} faces, the second {second:.2f} of the largest", len(areas), fraction)
     if fraction < params.min_face_fraction:
-        return FaceDecision(False, f"face covers {fraction:.3f} of the image (< {params.min_face_fraction})", len(areas), fraction)
+        return FaceDecision(False, "small_face", f"face covers {fraction:.3f} of the image (< {params.min_face_fraction})", len(areas),
+                            fraction)
     side = params.margin * max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     box = (round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
-    return FaceDecision(True, "one dominant face", len(areas), fraction, box)
+    return FaceDecision(True, "kept", "one dominant face", len(areas), fraction, box)
 
 
 def face_crop(rgb: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
@@ -167,10 +173,11 @@ def curate(src: str | Path, dst: str | Path, params: CurateParams | None = None,
         try:
             rgb = decode_image(path)
         except DataError as exc:
-            records.append({"file": str(rel), "kept": False, "reason": f"unreadable: {exc}"})
+            records.append({"file": str(rel), "kept": False, "rule": "unreadable", "reason": str(exc)})
             continue
         d = decide(rgb.shape[:2], detector(rgb), params)
-        rec = {"file": str(rel), "kept": d.kept, "reason": d.reason, "faces": d.faces, "face_fraction": round(d.face_fraction, 4)}
+        rec = {"file": str(rel), "kept": d.kept, "rule": d.rule, "reason": d.reason, "faces": d.faces,
+               "face_fraction": round(d.face_fraction, 4)}
         if d.kept:
             out = (dst / "faces" / rel).with_suffix(".png" if path.suffix.lower() == ".png" else ".jpg")
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +191,7 @@ def curate(src: str | Path, dst: str | Path, params: CurateParams | None = None,
     detect_seconds = time.perf_counter() - start
     if seeds is not None:
         _retrieve(records, dst, Path(seeds), weights, params)
-    counts = Counter("kept" if r["kept"] else r["reason"].split(":")[0].split(",")[0] for r in records)
+    counts = Counter(r["rule"] for r in records)
     report = {"source": str(src), "destination": str(dst), "params": attrs.asdict(params), "detector": type(detector).__name__,
               "seeds": str(seeds) if seeds else None, "weights": weights, "images": len(records),
               "kept": sum(r["kept"] for r in records), "counts": dict(counts),
@@ -212,7 +219,7 @@ def _retrieve(records: list[dict[str, Any]], dst: Path, seeds: Path, weights: st
         r["similarity"] = round(float(s), 4)
         if not k:
             (dst / r.pop("crop")).unlink()
-            r.update(kept=False, reason=f"retrieval: similarity {s:.3f} to the nearest seed too low")
+            r.update(kept=False, rule="not_retrieved", reason=f"similarity {s:.3f} to the nearest seed below the cut")
 
 
 def add_curate_command(subparsers: Any) -> None:
