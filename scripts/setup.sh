@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pkgs=(-e "core[tensorboard]")
 # optional extras the test suite exercises (binary wheels only)
-declare -A EXTRAS=([plugins/facerep-pros/]="[detect]")
+declare -A EXTRAS=([plugins/facerep-pros/]="[detect]" [plugins/facerep-lafs/]="[dlib]")
 for p in plugins/*/ integration_tests/plugins/*/; do
   [ -f "$p/pyproject.toml" ] && pkgs+=(-e "$p${EXTRAS[$p]:-}")
 done

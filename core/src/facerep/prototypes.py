@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from torch import nn
 
 from facerep import dist
 
-__all__ = ["Centre", "PrototypeHead", "linear_warmup", "prototype_distillation_loss", "teacher_distribution"]
+__all__ = ["Centre", "PrototypeDistillation", "PrototypeHead", "linear_warmup", "prototype_distillation_loss", "teacher_distribution"]
 
 
 class PrototypeHead(nn.Module):
@@ -124,3 +125,86 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
     if warmup_steps <= 0 or step >= warmup_steps:
         return end
     return start + (end - start) * step / warmup_steps
+
+
+class PrototypeDistillation(nn.Module):
+    """The shared body of a student / EMA-teacher objective over prototypes (DINO, ProS, LAFS).
+
+    Builds, from ``params`` (any params object with the fields below) and the student ``backbone``:
+    ``head`` (:class:`PrototypeHead`), ``teacher_backbone`` and ``teacher_head`` (frozen copies, the
+    teacher network always in eval mode), ``centre`` and a ``step`` buffer (steps done, so that the
+    teacher temperature continues exactly after a resume). A subclass adds ``view_transform`` and a
+    ``forward`` that computes the logits of its views and returns :meth:`distill`. The teacher is
+    the exported backbone.
+
+    Fields read from ``params``: ``n_prototypes``, ``hidden_dim``, ``bottleneck_dim``,
+    ``student_temperature``, ``teacher_temperature``, ``warmup_teacher_temperature``,
+    ``teacher_temperature_warmup_steps``, ``centre_momentum``, ``momentum`` (EMA at step 0, cosine to
+    1), ``freeze_prototypes_steps``; optional ``head_layers`` (3) and ``learn_norm`` (False).
+    """
+
+    def __init__(self, params: Any, backbone: nn.Module) -> None:
+        import copy
+
+        super().__init__()
+        self.params = params
+        self.backbone = backbone
+        self.head = PrototypeHead(backbone.embed_dim, params.n_prototypes, hidden_dim=params.hidden_dim,
+                                  bottleneck_dim=params.bottleneck_dim, layers=getattr(params, "head_layers", 3),
+                                  learn_norm=getattr(params, "learn_norm", False))
+        self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False).eval()
+        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
+        self.centre = Centre(params.n_prototypes, params.centre_momentum)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True) -> PrototypeDistillation:
+        super().train(mode)
+        self.teacher_backbone.eval()  # targets without dropout / drop-path (LAFS's code leaves them on)
+        return self
+
+    def param_groups(self) -> list[Any]:
+        """DINO: no weight decay on biases, norms and prototype gains (0/1-D tensors outside the backbone)."""
+        from facerep.types import ParamGroup
+
+        flat = [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.ndim < 2 and p.requires_grad]
+        return [ParamGroup(params=flat, weight_decay=0.0, name=f"{type(self).__name__} 0/1-D")]
+
+    def teacher_temperature(self) -> float:
+        p = self.params
+        return linear_warmup(int(self.step), p.teacher_temperature_warmup_steps, p.warmup_teacher_temperature, p.teacher_temperature)
+
+    def distill(self, student_logits: Sequence[torch.Tensor], teacher_logits: torch.Tensor) -> Any:
+        """The loss of one step: ``student_logits`` one ``(B, K)`` per view (the teacher's views first),
+        ``teacher_logits`` ``(G * B, K)`` view-major. Stages the centre update when training; logs
+        ``teacher_entropy`` (one image's target) and ``mean_entropy`` (the batch-mean target)."""
+        from facerep.types import LossOutput
+
+        b = student_logits[0].shape[0]
+        with torch.no_grad():
+            tau_t = self.teacher_temperature()
+            probs = teacher_distribution(teacher_logits, self.centre.centre, tau_t)
+        loss = prototype_distillation_loss(student_logits, probs.split(b), self.params.student_temperature)
+        if self.training:
+            self.centre.stage(teacher_logits)
+        with torch.no_grad():  # DINO's collapses: mean_entropy falls (one prototype), or teacher_entropy rises to it (flat)
+            mean_p = probs.mean(0)
+            logs = {"teacher_entropy": float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()),
+                    "mean_entropy": float(-(mean_p * mean_p.clamp_min(1e-12).log()).sum()), "teacher_temperature": tau_t}
+        return LossOutput(loss, logs)
+
+    def before_optimizer_step(self, step: int) -> None:
+        if step < self.params.freeze_prototypes_steps:
+            self.head.cancel_prototype_gradients()
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int, max_steps: int) -> None:
+        from facerep.engine.ema import cosine_momentum, momentum_update
+
+        m = cosine_momentum(step, max_steps, self.params.momentum)
+        momentum_update(self.teacher_backbone, self.backbone, m, copy_buffers=True)  # buffers: BN statistics of a CNN student
+        momentum_update(self.teacher_head, self.head, m)
+        self.centre.commit()
+        self.step.fill_(step + 1)
+
+    def exported_backbone(self) -> nn.Module:
+        return self.teacher_backbone

@@ -30,6 +30,7 @@ __all__ = [
     "crop_resize",
     "crop_resize_points",
     "decode_image",
+    "dino_colour_augments",
     "gaussian_blur",
     "hflip",
     "random_resized_crop",
@@ -285,6 +286,19 @@ class ColorAugment:
         if rng.random() < self.flip_p:
             img = hflip(img)
         return img
+
+
+def dino_colour_augments(*, jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
+                         grayscale_p: float = 0.2, flip_p: float = 0.5, solarize_p: float = 0.2,
+                         blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5),
+                         blur_sigma: tuple[float, float] = (0.1, 2.0)) -> tuple[ColorAugment, ColorAugment, ColorAugment]:
+    """DINO's asymmetric photometric chains (Caron et al. 2021, after BYOL), ``(first global, second
+    global, local)``: the same jitter, grey and flip on all; Gaussian blur with p 1.0 / 0.1 / 0.5;
+    solarisation only on the second global."""
+    common = dict(jitter_p=jitter_p, brightness=jitter[0], contrast=jitter[1], saturation=jitter[2], hue=jitter[3],
+                  grayscale_p=grayscale_p, flip_p=flip_p, blur_sigma=tuple(blur_sigma))
+    return (ColorAugment(**common, blur_p=blur_p[0]), ColorAugment(**common, blur_p=blur_p[1], solarize_p=solarize_p),
+            ColorAugment(**common, blur_p=blur_p[2]))
 
 
 # --- decoding ------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ and contract suites every component should pass."""
 
 from facerep.testing.contracts import (
     ObjectiveContract,
+    backbone_component,
     build_objective,
     call_objective,
     objective_batch,
@@ -12,5 +13,5 @@ from facerep.testing.contracts import (
 )
 from facerep.testing.task_contract import PairedFaces, TaskContract, build_task
 
-__all__ = ["ObjectiveContract", "PairedFaces", "TaskContract", "build_objective", "build_task", "call_objective", "objective_batch",
-           "tiny_backbone", "tiny_params", "view_batch"]
+__all__ = ["ObjectiveContract", "PairedFaces", "TaskContract", "backbone_component", "build_objective", "build_task", "call_objective",
+           "objective_batch", "tiny_backbone", "tiny_params", "view_batch"]

@@ -31,7 +31,8 @@ from typing import Any, ClassVar
 import attrs
 import numpy as np
 
-__all__ = ["ObjectiveContract", "build_objective", "call_objective", "objective_batch", "tiny_backbone", "tiny_params", "view_batch"]
+__all__ = ["ObjectiveContract", "backbone_component", "build_objective", "call_objective", "objective_batch", "tiny_backbone",
+           "tiny_params", "view_batch"]
 
 
 def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
@@ -42,28 +43,39 @@ def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
     return attrs.evolve(params, **(overrides or {}))
 
 
-def tiny_backbone(spec: Any, backbone: str | dict[str, Any] = "resnet10t") -> dict[str, Any]:
-    """The ``core.timm`` params a contract builds ``spec``'s objective on: ``backbone`` when it is a
-    dict of such params; else the params class's ``tiny_backbone()`` when it defines one (e.g. a ViT
-    for masked image modelling), else the timm model named ``backbone``."""
+def backbone_component(spec: Any, backbone: str | dict[str, Any] = "resnet10t") -> dict[str, Any]:
+    """``{name, params}`` of the backbone a contract builds ``spec``'s objective on: ``backbone`` when
+    it is a dict (a component config when it has ``name``, else ``core.timm`` params); else the
+    params class's ``tiny_backbone()`` when it defines one (e.g. a ViT for masked image modelling, or
+    a plugin's own backbone as ``{name, params}``); else the timm model named ``backbone``."""
     if isinstance(backbone, dict):
-        return dict(backbone)
-    cls = spec.load_params()
-    return dict(cls.tiny_backbone()) if cls is not None and hasattr(cls, "tiny_backbone") else {"model": backbone}
+        raw = dict(backbone)
+    else:
+        cls = spec.load_params()
+        raw = dict(cls.tiny_backbone()) if cls is not None and hasattr(cls, "tiny_backbone") else {"model": backbone}
+    return raw if "name" in raw else {"name": "core.timm", "params": raw}
+
+
+def tiny_backbone(spec: Any, backbone: str | dict[str, Any] = "resnet10t") -> dict[str, Any]:
+    """The ``core.timm`` params of :func:`backbone_component` (an error for another backbone)."""
+    comp = backbone_component(spec, backbone)
+    if comp["name"] != "core.timm":
+        raise ValueError(f"{spec.name}: its contract backbone is {comp['name']}, not core.timm; use backbone_component")
+    return comp["params"]
 
 
 def build_objective(name: str, params: dict[str, Any] | None = None, backbone: str | dict[str, Any] = "resnet10t", seed: int = 0) -> Any:
     import torch
 
-    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
-    from facerep.config import structure
+    from facerep.build import build, resolve
+    from facerep.config import ComponentConfig, structure
     from facerep.plugins import get_plugins
 
     spec = get_plugins().get("objective", name)
     torch.manual_seed(seed)
     p = tiny_params(spec, params)
     target = spec.load()
-    bb = TimmBackbone(structure(tiny_backbone(spec, backbone), TimmBackboneParams))
+    bb = build(resolve("backbone", structure(backbone_component(spec, backbone), ComponentConfig, path="backbone"), "backbone"))
     return target(backbone=bb) if p is None else target(p, backbone=bb)
 
 
@@ -213,7 +225,7 @@ class ObjectiveContract:
             "name": "contract",
             "seed": 1,
             "data": {"name": "core.synthetic", "params": {"n": 24, "size": self.image_size, "n_identities": 4}},
-            "backbone": {"name": "core.timm", "params": tiny_backbone(spec, self.backbone)},
+            "backbone": backbone_component(spec, self.backbone),
             "objective": {"name": self.component, "params": unstructure(params) if params is not None else {}},
             "train": {"max_steps": 4, "batch_size": 4, "checkpoint_every": 2, "log_every": 1, "channels_last": False,
                       "optimizer": {"type": "sgd", "lr": 0.01, "weight_decay": 1e-4}, "schedule": {"warmup_steps": 1}},

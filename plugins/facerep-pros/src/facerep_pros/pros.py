@@ -21,7 +21,6 @@ frozen for the first ``freeze_prototypes_steps`` (DINO: 1 epoch).
 
 from __future__ import annotations
 
-import copy
 import itertools
 from typing import Any
 
@@ -30,11 +29,11 @@ import torch
 from torch import nn
 
 from facerep.config import in_range, non_negative, positive
-from facerep.engine.ema import cosine_momentum, momentum_update
+from facerep.data.augment import dino_colour_augments
 from facerep.errors import ConfigError
-from facerep.prototypes import Centre, PrototypeHead, linear_warmup, prototype_distillation_loss, teacher_distribution
-from facerep.types import LossOutput, ParamGroup
-from facerep_pros.views import AsymmetricMultiCrop, dino_colour_augments
+from facerep.prototypes import PrototypeDistillation
+from facerep.types import LossOutput
+from facerep_pros.views import AsymmetricMultiCrop
 
 __all__ = ["ProSObjective", "ProSParams"]
 
@@ -95,26 +94,15 @@ class ProSParams:
         return {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 8, "model_kwargs": {"depth": 2, "dynamic_img_size": True}}
 
 
-class ProSObjective(nn.Module):
+class ProSObjective(PrototypeDistillation):
+    """Student, EMA teacher, head, centre and schedules: :class:`facerep.prototypes.PrototypeDistillation`."""
+
     def __init__(self, params: ProSParams, *, backbone: nn.Module) -> None:
-        super().__init__()
-        self.params = params
         model = getattr(backbone, "model", None)
         if params.local_crops and params.local_size != params.global_size and getattr(model, "dynamic_img_size", True) is False:
             raise ConfigError(f"objective.params.local_size: {params.local_size} px local crops need a ViT that takes any input size; "
                               f"add backbone.params.model_kwargs.dynamic_img_size: true (timm)")
-        self.backbone = backbone
-        self.head = PrototypeHead(backbone.embed_dim, params.n_prototypes, hidden_dim=params.hidden_dim,
-                                  bottleneck_dim=params.bottleneck_dim, layers=params.head_layers, learn_norm=params.learn_norm)
-        self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False).eval()
-        self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
-        self.centre = Centre(params.n_prototypes, params.centre_momentum)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))  # steps done: tau_t after a resume
-
-    def train(self, mode: bool = True) -> ProSObjective:
-        super().train(mode)
-        self.teacher_backbone.eval()  # targets without dropout / drop-path (LAFS's code leaves them on: §5.11)
-        return self
+        super().__init__(params, backbone)
 
     def view_transform(self) -> AsymmetricMultiCrop:
         p = self.params
@@ -123,52 +111,16 @@ class ProSObjective(nn.Module):
         return AsymmetricMultiCrop(global_size=p.global_size, global_scale=tuple(p.global_scale), local_crops=p.local_crops,
                                    local_size=p.local_size, local_scale=tuple(p.local_scale), colours=colours)
 
-    def param_groups(self) -> list[ParamGroup]:
-        """DINO: no weight decay on biases, norms and the prototype gains (1-D tensors)."""
-        flat = [p for n, p in self.named_parameters() if not n.startswith("backbone.") and p.ndim < 2 and p.requires_grad]
-        return [ParamGroup(params=flat, weight_decay=0.0, name="pros 0/1-D")]
-
     @staticmethod
     def _logits(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
         """``(V * B, K)`` in view order: one backbone call per run of same-size views, one head call."""
         pooled = [backbone(torch.cat(list(group))).pooled for _, group in itertools.groupby(views, key=lambda v: v.shape[-2:])]
         return head(torch.cat(pooled))
 
-    def teacher_temperature(self) -> float:
-        p = self.params
-        return linear_warmup(int(self.step), p.teacher_temperature_warmup_steps, p.warmup_teacher_temperature, p.teacher_temperature)
-
     def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput:
-        p = self.params
-        if len(views) != 2 + p.local_crops:
-            raise ValueError(f"ProS expects 2 global + {p.local_crops} local views, got {len(views)}")
-        b = views[0].shape[0]
-        student = self._logits(self.backbone, self.head, views).split(b)
+        if len(views) != 2 + self.params.local_crops:
+            raise ValueError(f"ProS expects 2 global + {self.params.local_crops} local views, got {len(views)}")
+        student = self._logits(self.backbone, self.head, views).split(views[0].shape[0])
         with torch.no_grad():
             teacher = self._logits(self.teacher_backbone, self.teacher_head, views[:2])
-            tau_t = self.teacher_temperature()
-            probs = teacher_distribution(teacher, self.centre.centre, tau_t)
-        loss = prototype_distillation_loss(student, probs.split(b), p.student_temperature)
-        if self.training:
-            self.centre.stage(teacher)
-        with torch.no_grad():  # collapse signals: a sharp P_t per image, spread over prototypes on average
-            mean_p = probs.mean(0)
-            logs = {"teacher_entropy": float(-(probs * probs.clamp_min(1e-12).log()).sum(-1).mean()),
-                    "mean_entropy": float(-(mean_p * mean_p.clamp_min(1e-12).log()).sum()),
-                    "teacher_temperature": tau_t}
-        return LossOutput(loss, logs)
-
-    def before_optimizer_step(self, step: int) -> None:
-        if step < self.params.freeze_prototypes_steps:
-            self.head.cancel_prototype_gradients()
-
-    @torch.no_grad()
-    def after_optimizer_step(self, step: int, max_steps: int) -> None:
-        m = cosine_momentum(step, max_steps, self.params.momentum)
-        momentum_update(self.teacher_backbone, self.backbone, m, copy_buffers=True)  # BN statistics of a CNN student
-        momentum_update(self.teacher_head, self.head, m)
-        self.centre.commit()
-        self.step.fill_(step + 1)
-
-    def exported_backbone(self) -> nn.Module:
-        return self.teacher_backbone
+        return self.distill(student, teacher)

@@ -15,18 +15,7 @@ import numpy as np
 from facerep.data.augment import ColorAugment, random_resized_crop
 from facerep.types import Sample
 
-__all__ = ["AsymmetricMultiCrop", "dino_colour_augments"]
-
-def dino_colour_augments(*, jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
-                         grayscale_p: float = 0.2, flip_p: float = 0.5, solarize_p: float = 0.2,
-                         blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5),
-                         blur_sigma: tuple[float, float] = (0.1, 2.0)) -> tuple[ColorAugment, ColorAugment, ColorAugment]:
-    """``(first global, second global, local)`` photometric chains."""
-    common = dict(jitter_p=jitter_p, brightness=jitter[0], contrast=jitter[1], saturation=jitter[2], hue=jitter[3],
-                  grayscale_p=grayscale_p, flip_p=flip_p, blur_sigma=blur_sigma)
-    return (ColorAugment(**common, blur_p=blur_p[0]), ColorAugment(**common, blur_p=blur_p[1], solarize_p=solarize_p),
-            ColorAugment(**common, blur_p=blur_p[2]))
-
+__all__ = ["AsymmetricMultiCrop"]
 
 @attrs.frozen
 class AsymmetricMultiCrop:

@@ -1,0 +1,78 @@
+"""Landmark sources on real faces (dlib's 68 points on UTKFace), computed once and cached, images
+without landmarks left out and counted, bad landmark files named."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from facerep.data.folder import expand_path
+from facerep.errors import DataError
+from facerep_lafs.landmarks import LandmarkedDataset, LandmarkedParams, flip_order
+
+UTK = expand_path("${FACEREP_DATA}/utkface")
+
+
+def test_flip_order_is_a_mirror_involution_of_the_68_point_scheme():
+    order = flip_order("68")
+    assert sorted(order) == list(range(68)) and np.array_equal(order[order], np.arange(68))
+    assert order[36] == 45 and order[30] == 30 and order[48] == 54, "outer eye corners and mouth corners swap; the nose tip stays"
+    assert flip_order("196") is None
+
+
+@pytest.fixture
+def folder(tmp_path):
+    if not UTK.is_dir():
+        pytest.skip("needs ../shared/data (or $FACEREP_DATA)")
+    src = tmp_path / "faces"
+    src.mkdir()
+    for f in sorted(UTK.glob("*.jpg"))[:3]:
+        shutil.copy(f, src / f.name)
+    cv2.imwrite(str(src / "zz_blank.png"), np.full((200, 200, 3), 80, np.uint8))
+    return src
+
+
+def test_dlib68_on_real_faces_is_computed_once_and_cached(folder, tmp_path, monkeypatch):
+    pytest.importorskip("dlib", reason="facerep-lafs[dlib]")
+    params = LandmarkedParams(dataset={"name": "core.image_folder", "params": {"roots": [str(folder)]}}, fallback="drop",
+                              cache_dir=str(tmp_path / "cache"))
+    ds = LandmarkedDataset(params)
+    assert ds.report["images"] == 4 and ds.report["with_landmarks"] == 3 and len(ds) == 3, "the blank image has no face: left out"
+    for i in range(len(ds)):
+        s = ds[i]
+        p = s.landmarks
+        assert p.shape == (68, 2) and p.dtype == np.float32
+        assert (p >= -5).all() and (p[:, 0] < s.image.shape[1] + 5).all() and (p[:, 1] < s.image.shape[0] + 5).all()
+        assert p[36:48, 1].mean() < p[30, 1] < p[48:68, 1].mean(), "eyes above the nose tip above the mouth"
+        assert p[36:42, 0].mean() < p[42:48, 0].mean(), "the first eye (iBUG 36-41) is on the image's left"
+    cached = list((tmp_path / "cache").glob("*.npz"))
+    assert len(cached) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("landmarks recomputed instead of read from the cache")
+
+    monkeypatch.setattr("facerep_lafs.landmarks.Dlib68Landmarker.__call__", refuse)
+    again = LandmarkedDataset(params)
+    np.testing.assert_array_equal(again[1].landmarks, ds[1].landmarks)
+
+
+def test_a_landmarks_file_is_checked_and_named(folder, tmp_path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, points=np.zeros((4, 68, 3), np.float32))
+    with pytest.raises(DataError, match=r"bad\.npz: 'points' must be \(N, L, 2\)"):
+        LandmarkedDataset(LandmarkedParams(dataset={"name": "core.image_folder", "params": {"roots": [str(folder)]}}, source="file",
+                                           path=str(bad)))
+    short = tmp_path / "short.npz"
+    np.savez(short, points=np.zeros((2, 5, 2), np.float32))
+    with pytest.raises(DataError, match="landmarks for 2 images"):
+        LandmarkedDataset(LandmarkedParams(dataset={"name": "core.image_folder", "params": {"roots": [str(folder)]}}, source="file",
+                                           path=str(short)))
+    good = tmp_path / "good.npz"
+    pts = np.random.default_rng(0).uniform(0, 100, (4, 5, 2)).astype(np.float32)
+    np.savez(good, points=pts, ok=np.array([True, False, True, True]))
+    ds = LandmarkedDataset(LandmarkedParams(dataset={"name": "core.image_folder", "params": {"roots": [str(folder)]}}, source="file",
+                                            path=str(good)))
+    assert len(ds) == 3 and np.array_equal(ds[1].landmarks, pts[2]) and ds.flip_order is not None
