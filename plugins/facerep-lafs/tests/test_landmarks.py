@@ -76,3 +76,26 @@ def test_a_landmarks_file_is_checked_and_named(folder, tmp_path):
     ds = LandmarkedDataset(LandmarkedParams(dataset={"name": "core.image_folder", "params": {"roots": [str(folder)]}}, source="file",
                                             path=str(good)))
     assert len(ds) == 3 and np.array_equal(ds[1].landmarks, pts[2]) and ds.flip_order is not None
+
+
+def test_the_landmark_vit_finds_the_landmarks_of_the_images_it_is_given(folder):
+    """``forward(images)`` (every facerep task and protocol) = ``forward_points`` at dlib's points of
+    the image as the network sees it (resized to input_size)."""
+    pytest.importorskip("dlib", reason="facerep-lafs[dlib]")
+    import torch
+
+    from facerep_lafs.landmark_vit import LandmarkViT, LandmarkViTParams
+    from facerep_lafs.landmarks import Dlib68Landmarker
+
+    torch.manual_seed(0)
+    vit = LandmarkViT(LandmarkViTParams(n_landmarks=68, patch=8, input_size=112, embed_dim=32, depth=1, heads=2, mlp_ratio=2.0,
+                                        drop_path_rate=0.0, dropout=0.0)).eval()
+    img = cv2.cvtColor(cv2.imread(str(sorted(folder.glob("*.jpg"))[0])), cv2.COLOR_BGR2RGB)
+    img = cv2.resize(img, (112, 112), interpolation=cv2.INTER_AREA)
+    x = vit.preprocess(torch.from_numpy(img).permute(2, 0, 1)[None].contiguous())
+    pts, how = Dlib68Landmarker(1)(img)
+    assert how == "detected"
+    with torch.no_grad():
+        torch.testing.assert_close(vit(x).pooled, vit.forward_points(x, torch.from_numpy(pts)[None]).pooled)
+        torch.testing.assert_close(vit.landmarks(x)[0], torch.from_numpy(pts))
+    assert "_landmarker" not in dict(vit.named_modules()) and not any("landmarker" in k for k in vit.state_dict())

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from facerep.data.synthetic import SyntheticFaces
-from facerep.testing import build_objective, objective_batch
+from facerep.testing import build_objective, objective_batch, train_steps
 
 STEPS, BATCH = 60, 32
 
@@ -47,18 +46,7 @@ def test_student_matches_the_teacher_better_on_held_out_views_without_collapse(p
             return kl, out.logs["teacher_entropy"], out.logs["mean_entropy"], obj.teacher_backbone(held_out[0]).pooled.clone()
 
     kl0, _, _, feats0 = evaluate()
-    opt = torch.optim.AdamW([p for p in obj.parameters() if p.requires_grad], lr=2e-4, weight_decay=0.04)
-    rng = np.random.default_rng(0)
-    for step in range(STEPS):
-        obj.train()
-        batch = [faces[i] for i in rng.choice(len(faces), BATCH, replace=False)]
-        out = obj(objective_batch(obj, batch, n=BATCH, seed=step)[0])
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        obj.before_optimizer_step(step)
-        opt.step()
-        obj.after_optimizer_step(step, STEPS)
-        assert math.isfinite(out.loss.item())
+    train_steps(obj, faces, steps=STEPS, batch=BATCH, lr=2e-4, weight_decay=0.04)
     kl1, per_image, of_mean, feats1 = evaluate()
     assert kl1 < 0.6 * kl0, (kl0, kl1)  # 3.07 -> 1.13
     assert of_mean > 0.5 * math.log(64), f"targets collapsed onto few prototypes: entropy of the mean target {of_mean:.2f}"

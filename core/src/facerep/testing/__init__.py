@@ -9,9 +9,10 @@ from facerep.testing.contracts import (
     objective_batch,
     tiny_backbone,
     tiny_params,
+    train_steps,
     view_batch,
 )
 from facerep.testing.task_contract import PairedFaces, TaskContract, build_task
 
 __all__ = ["ObjectiveContract", "PairedFaces", "TaskContract", "backbone_component", "build_objective", "build_task", "call_objective",
-           "objective_batch", "tiny_backbone", "tiny_params", "view_batch"]
+           "objective_batch", "tiny_backbone", "tiny_params", "train_steps", "view_batch"]

@@ -32,7 +32,7 @@ import attrs
 import numpy as np
 
 __all__ = ["ObjectiveContract", "backbone_component", "build_objective", "call_objective", "objective_batch", "tiny_backbone",
-           "tiny_params", "view_batch"]
+           "tiny_params", "train_steps", "view_batch"]
 
 
 def tiny_params(spec: Any, overrides: dict[str, Any] | None = None) -> Any:
@@ -107,6 +107,29 @@ def call_objective(objective: Any, batch: tuple[list[Any], dict[str, Any] | None
     """``objective(views)``, or ``objective(views, extras=extras)`` when the batch has extras (as the runner calls it)."""
     views, extras = batch
     return objective(views) if extras is None else objective(views, extras=extras)
+
+
+def train_steps(objective: Any, faces: Any, *, steps: int, batch: int, lr: float, weight_decay: float = 0.0, seed: int = 0) -> list[float]:
+    """A short real training run as the runner does it, without the runner: ``steps`` AdamW steps on
+    fresh views of ``batch`` random ``faces`` each, with the objective's optimizer-step callbacks.
+    Returns the training losses (each finite, or an AssertionError)."""
+    import torch
+
+    opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for step in range(steps):
+        objective.train()
+        chosen = [faces[int(i)] for i in rng.choice(len(faces), batch, replace=False)]
+        out = call_objective(objective, objective_batch(objective, chosen, n=batch, seed=seed * 100_003 + step))
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        objective.before_optimizer_step(step)
+        opt.step()
+        objective.after_optimizer_step(step, steps)
+        assert math.isfinite(out.loss.item()), f"non-finite loss at step {step}"
+        losses.append(out.loss.item())
+    return losses
 
 
 class ObjectiveContract:
