@@ -121,7 +121,7 @@ class TaskContract:
         inputs = head.select(feats)
         assert inputs and all(v.shape[0] == 4 for v in inputs.values())
         out = head.loss(head(inputs), targets)
-        assert out.loss.ndim == 0 and math.isfinite(float(out.loss))
+        assert out.loss.ndim == 0 and math.isfinite(float(out.loss.detach()))
         out.loss.backward()
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
 
