@@ -92,6 +92,10 @@ def test_curate_keeps_faces_and_drops_background_blank_crowds_small_faces_and_co
         crop = cv2.imread(str(dst / by_file[f]["crop"]))
         assert crop.shape == (256, 256, 3)
     assert _digest(src) == before, "SRC is only read"
+    # two detector processes: the same decisions, in file order, and the same crops
+    parallel = curate(src, tmp_path / "dst2", workers=2)
+    assert parallel["files"] == report["files"] and parallel["workers"] == 2
+    assert _digest(tmp_path / "dst2" / "faces") == _digest(dst / "faces")
     # a second run into the same DST is refused without --overwrite and changes nothing
     listing = _digest(dst)
     assert main(["curate", str(src), str(dst)]) != 0
