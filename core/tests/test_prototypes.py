@@ -88,3 +88,19 @@ def test_teacher_temperature_warmup_is_linear_then_constant():
     assert linear_warmup(10, 20, 0.07, 0.04) == pytest.approx(0.055), "LAFS's code decreases it"
     assert linear_warmup(5, 0, 0.04, 0.07) == 0.07
     assert math.isclose(linear_warmup(1, 4, 0.0, 1.0), 0.25)
+
+
+def test_pooled_by_size_calls_the_backbone_once_per_run_of_same_size_views():
+    from facerep.backbones import pooled_by_size
+    from facerep.types import Features
+
+    calls = []
+
+    def backbone(x):
+        calls.append(tuple(x.shape))
+        return Features(pooled=x.mean((2, 3)))
+
+    views = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)]
+    out = pooled_by_size(backbone, views)
+    assert calls == [(4, 3, 8, 8), (6, 3, 4, 4)]
+    torch.testing.assert_close(out, torch.cat([v.mean((2, 3)) for v in views]))

@@ -23,7 +23,6 @@ forward.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping, Sequence
 
 import attrs
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerep import dist
+from facerep.backbones import pooled_by_size
 from facerep.data.augment import ColorAugment
 from facerep.types import LossOutput
 from facerep_frl._validate import non_negative, positive, scale_range
@@ -159,8 +159,7 @@ class SwAVObjective(nn.Module):
     def embed(self, views: Sequence[torch.Tensor]) -> torch.Tensor:
         """``z`` of all crops, ``(V * B, out_dim)`` in view order: one backbone call per run of
         same-size crops, one projector call on all of them (as SwAV's multi-crop forward)."""
-        pooled = [self.backbone(torch.cat(list(group))).pooled for _, group in itertools.groupby(views, key=lambda v: v.shape[-2:])]
-        return F.normalize(self.projector(torch.cat(pooled)), dim=1)
+        return F.normalize(self.projector(pooled_by_size(self.backbone, views)), dim=1)
 
     def forward(self, views: list[torch.Tensor]) -> LossOutput:
         p = self.params

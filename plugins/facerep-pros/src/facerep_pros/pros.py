@@ -21,13 +21,13 @@ frozen for the first ``freeze_prototypes_steps`` (DINO: 1 epoch).
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from facerep.backbones import pooled_by_size
 from facerep.config import in_range, non_negative, positive
 from facerep.data.augment import dino_colour_augments
 from facerep.errors import ConfigError
@@ -114,8 +114,7 @@ class ProSObjective(PrototypeDistillation):
     @staticmethod
     def _logits(backbone: nn.Module, head: nn.Module, views: list[torch.Tensor]) -> torch.Tensor:
         """``(V * B, K)`` in view order: one backbone call per run of same-size views, one head call."""
-        pooled = [backbone(torch.cat(list(group))).pooled for _, group in itertools.groupby(views, key=lambda v: v.shape[-2:])]
-        return head(torch.cat(pooled))
+        return head(pooled_by_size(backbone, views))
 
     def forward(self, views: list[torch.Tensor], extras: dict[str, torch.Tensor] | None = None) -> LossOutput:
         if len(views) != 2 + self.params.local_crops:
