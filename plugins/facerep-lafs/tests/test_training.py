@@ -7,25 +7,14 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
-from facerep.data.synthetic import SyntheticFaces
 from facerep.testing import build_objective, objective_batch, train_steps
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_student_matches_the_teacher_better_on_held_out_landmark_views_without_collapse(lafs_plugins):
+def test_student_matches_the_teacher_better_on_held_out_landmark_views_without_collapse(lafs_plugins, synthetic_faces, one_torch_thread):
+    faces = synthetic_faces
     torch.manual_seed(0)
-    faces = SyntheticFaces(n=128, size=48, n_identities=16, seed=0)
-    faces = [faces[i] for i in range(len(faces))]
     obj = build_objective("lafs.lafs", {"teacher_temperature_warmup_steps": 0, "teacher_temperature": 0.04, "momentum": 0.99,
                                         "n_prototypes": 64, "freeze_prototypes_steps": 3})
     held_out = objective_batch(obj, faces, n=32, seed=999)

@@ -12,27 +12,16 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
-from facerep.data.synthetic import SyntheticFaces
 from facerep.testing import build_objective, objective_batch, train_steps
 
 STEPS, BATCH = 60, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_student_matches_the_teacher_better_on_held_out_views_without_collapse(pros_plugins):
+def test_student_matches_the_teacher_better_on_held_out_views_without_collapse(pros_plugins, synthetic_faces, one_torch_thread):
+    faces = synthetic_faces
     torch.manual_seed(0)
-    faces = SyntheticFaces(n=128, size=48, n_identities=16, seed=0)
-    faces = [faces[i] for i in range(len(faces))]
     # a constant teacher temperature, so the held-out loss is comparable before and after
     obj = build_objective("pros.pros", {"teacher_temperature_warmup_steps": 0, "teacher_temperature": 0.04, "momentum": 0.99,
                                         "n_prototypes": 64, "freeze_prototypes_steps": 3})

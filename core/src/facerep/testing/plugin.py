@@ -7,7 +7,8 @@ Fixtures:
 - ``register_plugin``: ``register_plugin(name, module_or_object)`` returns a fresh plugin set with
   that object registered as an extra plugin (the datasette pattern), for the test only.
 - ``tiny_faces``: 16 synthetic 64x64 faces with identity, 68 landmarks, mask, attributes,
-  expression (``facerep.data.synthetic``; not real data).
+  expression (``facerep.data.synthetic``; not real data); ``synthetic_faces``: 128 of 48x48 as a
+  list, for short training runs; ``one_torch_thread``: torch on one thread for the test.
 
 Contract suites (subclass them in your plugin's tests): :class:`facerep.testing.ObjectiveContract`.
 
@@ -54,6 +55,27 @@ def tiny_faces() -> Any:
     from facerep.data.synthetic import SyntheticFaces
 
     return SyntheticFaces(n=16, size=64, n_identities=4, seed=0)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test: small CPU models gain little from threads, and OpenMP
+    threads spin (and crawl) on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def synthetic_faces() -> list[Any]:
+    """128 synthetic 48x48 faces of 16 identities (with 68 landmarks), as a list: for short training runs."""
+    from facerep.data.synthetic import SyntheticFaces
+
+    ds = SyntheticFaces(n=128, size=48, n_identities=16, seed=0)
+    return [ds[i] for i in range(len(ds))]
 
 
 def plugins_including(name: str, module: Any) -> Iterator[Any]:
