@@ -127,8 +127,9 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _embed(paths: Sequence[Path], weights: str, batch: int = 64) -> np.ndarray:
-    """Unit pooled features of ``paths`` with a facerep backbone (its own input size and norm)."""
+def _embed(path_lists: Sequence[Sequence[Path]], weights: str, batch: int = 64) -> list[np.ndarray]:
+    """Unit pooled features of each list of images, with one facerep backbone loaded once (its own
+    input size and normalisation)."""
     import torch
 
     from facerep.checkpoint import load_backbone, read_sidecar
@@ -136,13 +137,16 @@ def _embed(paths: Sequence[Path], weights: str, batch: int = 64) -> np.ndarray:
 
     backbone = load_backbone(weights).eval()
     side = int((read_sidecar(weights).get("backbone", {}).get("params") or {}).get("img_size") or 112)
-    out = []
+    result = []
     with torch.no_grad():
-        for i in range(0, len(paths), batch):
-            imgs = [cv2.resize(decode_image(p), (side, side), interpolation=cv2.INTER_AREA) for p in paths[i : i + batch]]
-            x = backbone.preprocess(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous())
-            out.append(torch.nn.functional.normalize(backbone(x).pooled.float(), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+        for paths in path_lists:
+            out = []
+            for i in range(0, len(paths), batch):
+                imgs = [cv2.resize(decode_image(p), (side, side), interpolation=cv2.INTER_AREA) for p in paths[i : i + batch]]
+                x = backbone.preprocess(torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous())
+                out.append(torch.nn.functional.normalize(backbone(x).pooled.float(), dim=1).numpy())
+            result.append(np.concatenate(out))
+    return result
 
 
 class _FileJob:
@@ -198,6 +202,10 @@ def curate(src: str | Path, dst: str | Path, params: CurateParams | None = None,
         raise ConfigError(f"curate: {dst} is not empty; choose a new folder or pass --overwrite")
     if (params.min_similarity is not None or params.top is not None) != (seeds is not None and weights is not None):
         raise ConfigError("curate: retrieval needs --seeds, --weights and one of --min-similarity / --top, together")
+    if weights is not None and not Path(weights).is_file():  # checked before any crop is written
+        raise DataError(f"curate: --weights {weights} not found")
+    if seeds is not None and not Path(seeds).is_dir():
+        raise DataError(f"curate: --seeds folder {seeds} not found")
     files = _images(src)
     if not files:
         raise DataError(f"curate: no images ({', '.join(IMAGE_SUFFIXES)}) under {src}")
@@ -233,7 +241,8 @@ def _retrieve(records: list[dict[str, Any]], dst: Path, seeds: Path, weights: st
     kept = [r for r in records if r["kept"]]
     if not kept:
         return
-    sim = _embed([dst / r["crop"] for r in kept], weights) @ _embed(seed_files, weights).T
+    crops, seeds_z = _embed([[dst / r["crop"] for r in kept], seed_files], weights)
+    sim = crops @ seeds_z.T
     nearest = sim.max(1)
     keep = np.ones(len(kept), bool)
     if params.min_similarity is not None:
