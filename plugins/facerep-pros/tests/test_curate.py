@@ -128,6 +128,6 @@ def test_retrieval_keeps_the_crops_nearest_to_the_seeds(tmp_path):
     assert all(r["rule"] == "not_retrieved" for r in report["files"] if not r["kept"])
     with pytest.raises(Exception, match="retrieval needs"):
         curate(src, tmp_path / "dst2", CurateParams(top=1))
-    with pytest.raises(DataError, match="nope.safetensors not found"):  # before any crop is written
+    with pytest.raises(DataError, match=r"nope\.safetensors not found"):  # before any crop is written
         curate(src, tmp_path / "dst3", CurateParams(top=1), seeds=seeds, weights=str(tmp_path / "nope.safetensors"))
     assert not (tmp_path / "dst3").exists()
