@@ -54,7 +54,9 @@ def test_bench_killed_mid_pretraining_resumes_without_redoing_finished_work(tmp_
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
     try:
-        while not list(wd.glob("pretrain/vicreg-*/iter_2.pth")):  # the second method is training
+        # the second method is training and has recorded a checkpoint (mmengine writes iter_N.pth, then
+        # last_checkpoint: a kill between the two leaves nothing to resume, and the bench retrains that row)
+        while not list(wd.glob("pretrain/vicreg-*/last_checkpoint")):
             assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else "timeout"
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
