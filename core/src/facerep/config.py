@@ -282,6 +282,8 @@ class EvalConfig:
         seeds: one subset and one head initialisation per seed.
         backbone_layers: intermediate layers the heads read (e.g. [3, 5, 7, 11] for a ViT-B);
             None keeps the backbone's configured layers.
+        save_models: write every trained backbone + head under ``models/`` in the work dir
+            (``facerep.eval.saved``; the task must implement ``head_spec``).
     """
 
     train: ComponentConfig
@@ -295,6 +297,7 @@ class EvalConfig:
     shots: int | None = None
     seeds: tuple[int, ...] = (0,)
     backbone_layers: tuple[int, ...] | None = None
+    save_models: bool = False
     name: str = ""
 
     def all_protocols(self) -> tuple[ComponentConfig, ...]:

@@ -165,6 +165,10 @@ class Task(typing.Protocol):
         ``strata(dataset) -> (N,) int array | None``: classes for stratified few-shot sampling.
         ``groups(dataset) -> (N,) int array | None``: identities for K-shot-per-identity sampling.
         ``draw(sample, prediction) -> (H, W, 3) uint8``: a picture of a prediction for reports.
+        ``head_spec(train) -> dict`` (API 1.3): the JSON-able facts about ``train`` the head is sized
+        by (e.g. ``{"n_points": 68}``); a task that has it also accepts ``build_head(backbone, None,
+        linear=..., spec=that dict)``, so that a trained model saved by an evaluation
+        (``save_models: true``) is built again without its data (:mod:`facerep.eval.saved`).
     """
 
     name: str

@@ -19,7 +19,7 @@ from facerep.config import RunConfig, load_config, unstructure
 from facerep.errors import ConfigError, DataError, PluginError
 from facerep.plugins import PluginSet, get_plugins
 
-__all__ = ["evaluate", "resolved_params_table", "run", "write_run_record"]
+__all__ = ["backbone_component", "evaluate", "resolved_params_table", "run", "write_run_record"]
 
 
 def _git_revision() -> str:
@@ -67,7 +67,8 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: data} if prefix else {}
 
 
-def _backbone_config(cfg: RunConfig) -> Any:
+def backbone_component(cfg: RunConfig) -> Any:
+    """The backbone component (name + params) of a run: the config's, or the weights' sidecar's."""
     if cfg.backbone_weights is not None:
         from facerep.checkpoint import read_sidecar
         from facerep.config import ComponentConfig, structure
@@ -239,7 +240,7 @@ def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume:
         results = evaluate(cfg, backbone, plugins, out, "pretrained" if pretrained else "random init")
         if cfg.compare_random_init and pretrained:
             torch.manual_seed(cfg.seed)
-            random_backbone = build(resolve("backbone", _backbone_config(cfg), "backbone", plugins))
+            random_backbone = build(resolve("backbone", backbone_component(cfg), "backbone", plugins))
             results += evaluate(cfg, random_backbone, plugins, out, "random init")
         summary["results"] = results
         summary["title"] = cfg.name

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 
+import attrs
 import cv2
 import numpy as np
 import pytest
 
 from facerep.data.folder import expand_path
-from facerep.errors import DataError
+from facerep.errors import ConfigError, DataError
 from facerep_lafs.landmarks import LandmarkedDataset, LandmarkedParams, flip_order
 
 UTK = expand_path("${FACEREP_DATA}/utkface")
@@ -99,3 +100,66 @@ def test_the_landmark_vit_finds_the_landmarks_of_the_images_it_is_given(folder):
         torch.testing.assert_close(vit(x).pooled, vit.forward_points(x, torch.from_numpy(pts)[None]).pooled)
         torch.testing.assert_close(vit.landmarks(x)[0], torch.from_numpy(pts))
     assert "_landmarker" not in dict(vit.named_modules()) and not any("landmarker" in k for k in vit.state_dict())
+
+
+def _landmarks_model(directory, n_points: int = 68, size: int = 32):
+    """A saved landmarks model (``crop: image``) with random weights: the source's plumbing, not its skill."""
+    import torch
+
+    from facerep.backbones.timm_backbone import TimmBackbone, TimmBackboneParams
+    from facerep.config import ComponentConfig, unstructure
+    from facerep.eval.saved import save_trained
+    from facerep_landmarks.task import AlignmentParams, LandmarkAlignment
+
+    torch.manual_seed(0)
+    bp, tp = TimmBackboneParams(model="resnet10t"), AlignmentParams(input_size=size, head="regression", crop="image")
+    backbone, task = TimmBackbone(bp), LandmarkAlignment(tp)
+    head = task.build_head(backbone, None, linear=False, spec={"n_points": n_points})
+    torch.nn.init.normal_(head.fc.weight, std=0.05)
+    return save_trained(directory, backbone, head, backbone_cfg=ComponentConfig("core.timm", unstructure(bp)),
+                        task_cfg=ComponentConfig("landmarks.alignment", unstructure(tp)), spec={"n_points": n_points}, linear=False)
+
+
+def test_a_trained_landmarks_model_is_a_source_computed_once_and_cached(tmp_path, monkeypatch):
+    from facerep.data.synthetic import SyntheticFaces
+    from facerep_landmarks.trained import TrainedLandmarker
+
+    model = _landmarks_model(tmp_path / "m")
+    synthetic = {"name": "core.synthetic", "params": {"n": 10, "size": 48, "seed": 4}}
+    params = LandmarkedParams(dataset=synthetic, source="model", path=str(model), cache_dir=str(tmp_path / "cache"))
+    ds = LandmarkedDataset(params)
+    faces = SyntheticFaces(n=10, size=48, seed=4)
+    expected = TrainedLandmarker(model).predict([faces[i].image for i in range(10)])
+    assert len(ds) == 10 and ds.report["with_landmarks"] == 10 and ds.report["source"].startswith("model-")
+    np.testing.assert_allclose(np.stack([ds[i].landmarks for i in range(10)]), expected, atol=1e-5)
+    assert np.array_equal(ds.flip_order, flip_order("68")) and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("landmarks recomputed instead of read from the cache")
+
+    monkeypatch.setattr("facerep_landmarks.trained.TrainedLandmarker.predict", refuse)
+    np.testing.assert_array_equal(LandmarkedDataset(params)[3].landmarks, ds[3].landmarks)
+    monkeypatch.undo()
+    five = LandmarkedDataset(attrs.evolve(params, path=str(_landmarks_model(tmp_path / "five", n_points=5))))
+    assert five.n_landmarks == 5 and np.array_equal(five.flip_order, flip_order("5"))
+    with pytest.raises(ConfigError, match=r"data\.params\.path: source 'model' needs"):
+        LandmarkedDataset(attrs.evolve(params, path=None))
+
+
+def test_the_landmark_vit_runs_a_trained_landmarks_model_on_its_images(tmp_path):
+    import torch
+
+    from facerep_lafs.landmark_vit import LandmarkViT, LandmarkViTParams
+    from facerep_landmarks.trained import TrainedLandmarker
+
+    model = _landmarks_model(tmp_path / "m")
+    torch.manual_seed(0)
+    vit = LandmarkViT(attrs.evolve(LandmarkViTParams.tiny(), n_landmarks=68, landmarker={"source": "model", "path": str(model)})).eval()
+    x = vit.preprocess(torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8))
+    images = vit.unpreprocess(x).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    with torch.no_grad():
+        pts = vit.landmarks(x)
+        np.testing.assert_allclose(pts.numpy(), TrainedLandmarker(model).predict(list(images)), atol=1e-5)
+        torch.testing.assert_close(vit(x).pooled, vit.forward_points(x, pts).pooled)
+    with pytest.raises(ConfigError, match=r"unknown keys \['upsample'\] for source model"):
+        LandmarkViT(attrs.evolve(LandmarkViTParams.tiny(), landmarker={"source": "model", "path": str(model), "upsample": 1})).landmarks(x)

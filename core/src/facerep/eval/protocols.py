@@ -37,11 +37,14 @@ __all__ = [
 
 @attrs.define
 class EvalOutput:
-    """``metrics`` (flat floats), test ``predictions`` in dataset order, per-epoch ``history``."""
+    """``metrics`` (flat floats), test ``predictions`` in dataset order, per-epoch ``history``; the
+    trained ``backbone`` and ``head`` when the protocol trains a head (saved with ``save_models``)."""
 
     metrics: dict[str, float]
     predictions: list[Any] = attrs.field(factory=list)
     history: list[dict[str, float]] = attrs.field(factory=list)
+    backbone: Any = None
+    head: Any = None
 
 
 class PreparedData(Dataset):
@@ -276,7 +279,7 @@ class FrozenHead:
         metrics = task.evaluate(preds, test)
         history.add_best(metrics, head, lambda: task.evaluate(_predict_cached(head, task, test_in, test_meta, p.batch_size, device,
                                                                                  p.precision), test))
-        return EvalOutput(metrics, preds, history.rows)
+        return EvalOutput(metrics, preds, history.rows, backbone=backbone, head=head)
 
 
 class LinearHeadProtocol(FrozenHead):
@@ -429,4 +432,4 @@ class FineTune:
         preds = predict_dataset(backbone, head, task, test, **kw)
         metrics = task.evaluate(preds, test)
         history.add_best(metrics, model, lambda: task.evaluate(predict_dataset(backbone, head, task, test, **kw), test))
-        return EvalOutput(metrics, preds, history.rows)
+        return EvalOutput(metrics, preds, history.rows, backbone=backbone, head=head)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from facerep.build import build, resolve_eval
-from facerep.config import EvalConfig, RunConfig
+from facerep.config import ComponentConfig, EvalConfig, RunConfig
 from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.eval.fewshot import fraction_subset, identity_subset
@@ -113,9 +113,46 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
         set_backbone_layers(backbone, ev.backbone_layers if ev.backbone_layers is not None else own_layers)  # per entry
         _check_input_size(backbone, task, where)
         name = ev.name or f"{train.info.name}/{task.name}"
+        saving = None
+        if ev.save_models:
+            if "task" not in comps or not hasattr(task, "head_spec"):
+                raise ConfigError(f"{where}.save_models: task {task.name} cannot be saved (it does not implement head_spec)")
+            saving = _Saving(comps["task"], _backbone_component(cfg, backbone), task.head_spec(train))
         with feature_cache():  # the backbone sees each image once per entry, whatever the grid
-            records += _run_entry(ev, name, task, train, test, val, protocols, proto_names, backbone, out_dir, weights)
+            records += _run_entry(ev, name, task, train, test, val, protocols, proto_names, backbone, out_dir, weights, saving)
     return records
+
+
+@attrs.frozen
+class _Saving:
+    task: Any  # the resolved task component
+    backbone: ComponentConfig
+    spec: dict[str, Any]
+
+    def save(self, directory: Path, out: Any, record: dict[str, Any], *, linear: bool) -> str | None:
+        from facerep.config import unstructure
+        from facerep.eval.saved import save_trained
+
+        if getattr(out, "head", None) is None:  # e.g. the closed-form probe, k-NN: no trained head
+            return None
+        task_cfg = ComponentConfig(self.task.spec.name, unstructure(self.task.params) if self.task.params is not None else {})
+        keep = ("name", "protocol", "weights", "fraction", "seed", "n_train", "train", "metrics")
+        path = save_trained(directory, out.backbone, out.head, backbone_cfg=self.backbone, task_cfg=task_cfg, spec=self.spec,
+                            linear=linear,
+                            meta={"run": {k: record[k] for k in keep}})
+        return str(path)
+
+
+def _backbone_component(cfg: RunConfig, backbone: Any) -> ComponentConfig:
+    """The backbone's component as built now (its params include the entry's layers)."""
+    from facerep.config import unstructure
+    from facerep.run import backbone_component
+
+    comp = backbone_component(cfg)
+    params = getattr(backbone, "params", None)
+    if params is not None and attrs.has(type(params)):
+        return ComponentConfig(comp.name, unstructure(params))
+    return comp
 
 
 def protocol_labels(resolved: list[Any]) -> list[str]:
@@ -136,7 +173,7 @@ def protocol_labels(resolved: list[Any]) -> list[str]:
 
 
 def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val: Any, protocols: list[Any], proto_names: list[str],
-               backbone: Any, out_dir: Path, weights: str) -> list[dict[str, Any]]:
+               backbone: Any, out_dir: Path, weights: str, saving: _Saving | None = None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for fraction in ev.fractions:
         for seed in ev.seeds:
@@ -161,6 +198,11 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                     "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
                     "subset": str(subset_file.relative_to(out_dir)),
                 }
+                if saving is not None:
+                    where = out_dir / "models" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}_f{fraction:g}_s{seed}"
+                    saved = saving.save(where, out, record, linear=bool(getattr(proto, "linear", False)))
+                    if saved:
+                        record["model"] = str(Path(saved).relative_to(out_dir))
                 if seed == ev.seeds[0] and fraction == max(ev.fractions):
                     pic = out_dir / "samples" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}.png"
                     drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)

@@ -45,8 +45,8 @@ class LandmarkViTParams:
         embed_dim, depth, heads, mlp_ratio: the transformer (LAFS: 768, 12, 11 x 64, 2048 / 768).
         drop_path_rate, dropout: stochastic depth and dropout (LAFS: 0.1 and 0.1, always on in training).
         mean, std: input normalisation after scaling to [0, 1] (LAFS: 0.5 / 0.5).
-        landmarker: for ``forward(images)``: ``{source: dlib68, upsample: 1}`` (the same source the
-            pretraining data's landmarks came from).
+        landmarker: for ``forward(images)``: ``{source: dlib68, upsample: 1}`` or ``{source: model,
+            path: .../model.safetensors, start_box: [0.2, 0.25, 0.8, 0.85]}`` (the same source the pretraining data's landmarks came from).
     """
 
     n_landmarks: int = attrs.field(default=68, validator=positive)
@@ -135,6 +135,8 @@ class LandmarkViT(nn.Module):
 
             self.__dict__["_landmarker"] = build_landmarker(self.params.landmarker)
         images = self.unpreprocess(x.detach().float()).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        if hasattr(self._landmarker, "predict"):  # a trained landmarks model: the whole batch at once
+            return torch.from_numpy(self._landmarker.predict(list(images))).to(x.device)
         pts = []
         for img in images:  # dlib works one image at a time
             p, _ = self._landmarker(img)

@@ -9,6 +9,11 @@ the source here is explicit:
   predictor was trained on iBUG 300-W: **not for commercial use**). ~11 ms per 200 px face on one
   core; an image without a detection gets the predictor on a fixed central box (``fallback:
   centre``, for aligned crops) or is left out (``fallback: drop``).
+- ``model``: a landmarks model trained with the landmarks task plugin (an evaluation entry of
+  ``landmarks.alignment`` with ``save_models: true`` writes ``models/*/model.safetensors``), run by
+  ``facerep_landmarks.trained.TrainedLandmarker``: no detector, one crop around ``start_box``
+  (fractions of the image; optionally refined around its own predictions); its point count sets
+  the scheme (68, 5, ...).
 - ``file``: a ``.npz`` with ``points (N, L, 2)`` (and optionally ``ok (N,)``) written by any tool, in
   the dataset's order.
 
@@ -34,6 +39,9 @@ from facerep.errors import ConfigError, DataError
 from facerep.types import Sample
 
 __all__ = ["Dlib68Landmarker", "LandmarkedDataset", "LandmarkedParams", "build_landmarker", "flip_order"]
+
+START_BOX = (0.2, 0.25, 0.8, 0.85)  # TrainedLandmarker's default: aligned face crops
+
 
 def flip_order(scheme: str) -> np.ndarray | None:
     """The permutation a mirror image applies to the landmark indices of ``scheme`` (the point
@@ -91,16 +99,31 @@ class Dlib68Landmarker:
         return np.array([[p.x, p.y] for p in shape.parts()], np.float32), how
 
 
-def build_landmarker(cfg: dict[str, Any]) -> Dlib68Landmarker:
+def _trained_landmarker(path: str | None, refine: int, start_box: Any, where: str) -> Any:
+    from facerep.data.folder import expand_path
+    from facerep_landmarks.trained import TrainedLandmarker
+
+    if not path:
+        raise ConfigError(f"{where}.path: source 'model' needs the model.safetensors a landmarks evaluation saved (save_models: true)")
+    return TrainedLandmarker(expand_path(str(path)), refine=refine, start_box=tuple(start_box))
+
+
+def build_landmarker(cfg: dict[str, Any]) -> Any:
     """The landmarker a ``lafs.landmark_vit`` runs on every image it is given: ``{source: dlib68,
-    upsample: 1}``; without a detection it falls back to the central box (it must return points)."""
+    upsample: 1}`` (without a detection: the central box, since it must return points) or
+    ``{source: model, path: .../model.safetensors, start_box: [x0, y0, x1, y1], refine: 0}``."""
     cfg = dict(cfg)
     source = cfg.pop("source", "dlib68")
-    if source != "dlib68":
-        raise ConfigError(f"backbone.params.landmarker.source: {source!r} cannot run on new images; use dlib68")
-    unknown = set(cfg) - {"upsample"}
+    known = {"dlib68": {"upsample"}, "model": {"path", "refine", "start_box"}}
+    if source not in known:
+        raise ConfigError(f"backbone.params.landmarker.source: {source!r} cannot run on new images; use dlib68 or model")
+    unknown = set(cfg) - known[source]
     if unknown:
-        raise ConfigError(f"backbone.params.landmarker: unknown keys {sorted(unknown)} (known: source, upsample)")
+        raise ConfigError(f"backbone.params.landmarker: unknown keys {sorted(unknown)} for source {source} "
+                          f"(known: source, {', '.join(sorted(known[source]))})")
+    if source == "model":
+        where = "backbone.params.landmarker"
+        return _trained_landmarker(cfg.get("path"), int(cfg.get("refine", 0)), cfg.get("start_box", START_BOX), where)
     return Dlib68Landmarker(int(cfg.get("upsample", 1)), fallback="centre")
 
 
@@ -108,17 +131,21 @@ def build_landmarker(cfg: dict[str, Any]) -> Dlib68Landmarker:
 class LandmarkedParams:
     """Attributes:
     dataset: the wrapped dataset as ``{name, params}``.
-    source: ``dlib68`` or ``file``.
-    path: the ``.npz`` for ``source: file``.
+    source: ``dlib68``, ``model`` or ``file``.
+    path: the ``.npz`` for ``source: file``; the ``model.safetensors`` for ``source: model``.
     upsample, fallback: dlib68's detector upsampling and what to do without a detection (``centre``, ``drop``).
+    start_box, refine: ``source: model``'s crop (fractions of the image) and passes after the first,
+        each cropping around the previous points (``facerep_landmarks.trained``).
     cache_dir: where computed landmarks are kept.
     """
 
     dataset: dict[str, Any]
-    source: str = attrs.field(default="dlib68", validator=attrs.validators.in_(("dlib68", "file")))
+    source: str = attrs.field(default="dlib68", validator=attrs.validators.in_(("dlib68", "model", "file")))
     path: str | None = None
     upsample: int = attrs.field(default=1, validator=in_range(0, 4, hi_inclusive=True))
     fallback: str = attrs.field(default="centre", validator=attrs.validators.in_(("centre", "drop")))
+    start_box: tuple[float, float, float, float] = (0.2, 0.25, 0.8, 0.85)
+    refine: int = attrs.field(default=0, validator=in_range(0, 8, hi_inclusive=True))
     cache_dir: str = "~/.cache/facerep/lafs"
 
 
@@ -146,8 +173,11 @@ class LandmarkedDataset:
             self.flip_order = flip_order(str(points.shape[1]))
             self.report = {"source": str(params.path)}
         else:
-            landmarker = Dlib68Landmarker(params.upsample, params.fallback)
-            self.flip_order = flip_order("68")
+            if params.source == "model":
+                landmarker = _trained_landmarker(params.path, params.refine, params.start_box, "data.params")
+            else:
+                landmarker = Dlib68Landmarker(params.upsample, params.fallback)
+            self.flip_order = flip_order(str(landmarker.n_landmarks))
             cache = expand_path(params.cache_dir) / f"{self.inner.info.name}-{_fingerprint(self.inner, landmarker.id)}.npz"
             if cache.is_file():
                 points, ok = self._read(cache)
@@ -164,9 +194,14 @@ class LandmarkedDataset:
             raise DataError(f"{self.inner.info.name}: no image got landmarks ({self.report})")
         self.info = attrs.evolve(self.inner.info, labels=tuple(dict.fromkeys((*self.inner.info.labels, "landmarks"))))
 
-    def _compute(self, landmarker: Dlib68Landmarker) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    def _compute(self, landmarker: Any) -> tuple[np.ndarray, np.ndarray, list[str]]:
         n = len(self.inner)
         points, ok, hows = np.zeros((n, landmarker.n_landmarks, 2), np.float32), np.zeros(n, bool), []
+        if hasattr(landmarker, "predict"):  # a network: batches of images, a point set for every one
+            for start in range(0, n, 256):
+                stop = min(n, start + 256)
+                points[start:stop] = landmarker.predict([self.inner[i].image for i in range(start, stop)])
+            return points, np.ones(n, bool), ["model"] * n
         for i in range(n):
             p, how = landmarker(self.inner[i].image)
             hows.append(how)

@@ -32,6 +32,10 @@ __all__ = ["AlignmentParams", "LandmarkAlignment"]
 class AlignmentParams:
     """Attributes:
     input_size: side of the network input crop.
+    crop: ``landmarks``: a square around the landmark box (the benchmarks' protocol; a new face then
+        needs a box estimate, ``meta["landmark_box"]``); ``image``: the whole image (longer side,
+        centred), for aligned face crops, so that a trained model runs on new images as they are
+        (a landmark source for LAFS, ``facerep_landmarks.trained``).
     head: ``heatmap`` (FaRL) or ``regression``; the linear protocol always uses the regression head.
     channels: decoder width of the heatmap head.
     crop_scale: crop side = longest side of the landmark box x this (1.25 suits 68 points; 5-point
@@ -42,6 +46,7 @@ class AlignmentParams:
     """
 
     input_size: int = 112
+    crop: Literal["landmarks", "image"] = "landmarks"
     head: Literal["heatmap", "regression"] = "heatmap"
     channels: int = 128
     crop_scale: float = 1.25
@@ -68,20 +73,34 @@ class LandmarkAlignment(TaskBase):
 
     def prepare(self, sample: Sample, *, train: bool, rng: np.random.Generator) -> Prepared:
         p, s = self.params, self.input_size
-        if sample.landmarks is None:
+        h, w = sample.image.shape[:2]
+        if p.crop == "image":  # pixel edges of the whole image: its centre goes to the crop's centre
+            box, base = np.array([-0.5, -0.5, w - 0.5, h - 0.5]), 1.0
+        elif sample.landmarks is not None:
+            box, base = landmark_box(np.asarray(sample.landmarks, np.float64)), p.crop_scale
+        elif not train and "landmark_box" in sample.meta:  # a new face: the caller's estimate of its landmark box
+            box, base = np.asarray(sample.meta["landmark_box"], np.float64), p.crop_scale
+        else:
             raise DataError(f"{sample.meta.get('path', '?')}: no landmarks")
-        pts = np.asarray(sample.landmarks, np.float64)
-        rot, shift, scale = 0.0, (0.0, 0.0), p.crop_scale
+        rot, shift, scale = 0.0, (0.0, 0.0), base
         if train:
+            if sample.landmarks is None:
+                raise DataError(f"{sample.meta.get('path', '?')}: no landmarks")
             rot = rng.uniform(-p.rotation, p.rotation)
             shift = tuple(rng.uniform(-p.shift, p.shift, 2))
-            scale = p.crop_scale * (1 + rng.uniform(-p.scale, p.scale))
-        m = box_crop_matrix(landmark_box(pts), s, scale=scale, rotation=rot, shift=shift)
+            scale = base * (1 + rng.uniform(-p.scale, p.scale))
+        m = box_crop_matrix(box, s, scale=scale, rotation=rot, shift=shift)
+        if sample.landmarks is None:
+            return Prepared(warp(sample.image, m, s), {}, {"matrix": m, "path": sample.meta.get("path")})
+        pts = np.asarray(sample.landmarks, np.float64)
         target = (transform_points(pts, m) + 0.5) / s  # normalised, pixel centres at +0.5
         return Prepared(warp(sample.image, m, s), {"points": target.astype(np.float32)}, {"matrix": m, "path": sample.meta.get("path")})
 
-    def build_head(self, backbone: Backbone, train: FaceDataset, *, linear: bool) -> nn.Module:
-        k = len(label_array(train, "landmarks")[0])
+    def head_spec(self, train: FaceDataset) -> dict[str, Any]:
+        return {"n_points": len(label_array(train, "landmarks")[0])}
+
+    def build_head(self, backbone: Backbone, train: FaceDataset | None, *, linear: bool, spec: dict[str, Any] | None = None) -> nn.Module:
+        k = int((spec or self.head_spec(train))["n_points"])
         if linear or self.params.head == "regression":
             return RegressionHead(backbone.embed_dim, k)
         return HeatmapHead(list(backbone.layer_dims), k, vit=bool(getattr(backbone, "is_vit", False)), channels=self.params.channels)
