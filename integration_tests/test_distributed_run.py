@@ -1,8 +1,11 @@
-"""`facerep run` under torchrun: 2 CPU processes (gloo) train and export through DDP."""
+"""`facerep run` under torchrun: 2 CPU processes (gloo) train and export through DDP, with
+BatchNorm synchronised over the global batch (``train.sync_bn``; its arithmetic is checked in
+``core/tests/test_sync_bn.py``)."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +21,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _batchnorms(model: str) -> int:
+    import timm
+    import torch
+
+    return sum(isinstance(m, torch.nn.BatchNorm2d) for m in timm.create_model(model, num_classes=0).modules())
+
+
 def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
     pytest.importorskip("facerep_frl")
     cfg = {
@@ -26,7 +36,8 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
         "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
         "objective": {"name": "frl.moco_v2",
                       "params": {"queue_size": 64, "out_dim": 16, "hidden_dim": 32, "view_size": 32, "momentum": 0.9}},
-        "train": {"max_steps": 3, "batch_size": 8, "launcher": "pytorch", "log_every": 1, "optimizer": {"type": "sgd", "lr": 0.1}},
+        "train": {"max_steps": 3, "batch_size": 8, "launcher": "pytorch", "log_every": 1, "optimizer": {"type": "sgd", "lr": 0.1},
+                  "sync_bn": True},
         "evaluate": [{
             "protocol": {"name": "core.knn", "params": {"k": 3}},
             "train": {"name": "core.synthetic", "params": {"n": 16, "size": 32, "n_identities": 4}},
@@ -45,6 +56,9 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "global batch 16 (2 x 8)" in out
+    # every BatchNorm of MoCo's query and key encoders (the projection MLPs have none)
+    n_bn = int(re.search(r"sync_bn: (\d+) BatchNorm layers normalise over the global batch of 2 processes", out).group(1))
+    assert n_bn == 2 * _batchnorms("resnet10t")
     assert (tmp_path / "wd" / "backbone.safetensors").is_file()
     assert (tmp_path / "wd" / "iter_3.pth").is_file()
     assert out.count("| task | weights | protocol |") == 1  # only rank 0 evaluates

@@ -1,10 +1,16 @@
 from __future__ import annotations
 
+import sys
 import types
+from pathlib import Path
 
 import pytest
 
 from facerep.hookspecs import API_VERSION, hookimpl
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:  # helper modules (_sync_bn_dist), also for spawned processes
+    sys.path.insert(0, str(TESTS))
 
 
 def _local_plugin() -> types.ModuleType:

@@ -24,8 +24,8 @@ from torch import nn
 from facerep.config import ComponentConfig, unstructure
 from facerep.errors import DataError
 
-__all__ = ["check_fits", "export_backbone", "export_module", "load_backbone", "read_checkpoint", "read_module", "read_sidecar",
-           "read_state_dict", "safe_checkpoint_loading"]
+__all__ = ["IMPORT_PREFIXES", "check_fits", "export_backbone", "export_module", "import_state_dict", "load_backbone", "read_checkpoint",
+           "read_module", "read_sidecar", "read_state_dict", "safe_checkpoint_loading"]
 
 FORMAT = "facerep.backbone/1"
 MODULE_FORMAT = "facerep.module/1"
@@ -248,3 +248,45 @@ def load_backbone(path: str | Path, plugins: Any = None, *, params: dict[str, An
         raise DataError(f"{path}: weights do not fit the backbone its sidecar names ({comp.name} {comp.params}): " + "; ".join(problems))
     module.load_state_dict(state, strict=True)
     return module
+
+
+#: Wrappers a released checkpoint may put around the backbone's own keys, tried longest first:
+#: FRL's SwAV/MoCo ResNet-50 (``module.base_net.``, Bulat et al. ECCV 2022 release), DDP, and the
+#: usual names of the encoder inside a self-supervised model.
+IMPORT_PREFIXES = ("module.base_net.", "base_net.", "module.encoder_q.", "encoder_q.", "module.backbone.", "backbone.",
+                   "module.encoder.", "encoder.", "module.model.", "module.")
+#: Source keys that belong to a training head, not to the backbone: reported and left out.
+_HEAD_KEYS = ("fc.", "head.", "heads.", "projection_head.", "prototypes.", "projector.", "predictor.", "classifier.")
+
+
+def _mapped(state: dict[str, torch.Tensor], prefix: str, inner: str) -> dict[str, torch.Tensor]:
+    """The source keys under ``prefix`` with it replaced by ``inner`` (the backbone's own wrapper, e.g. ``model.``)."""
+    return {inner + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) or not prefix}
+
+
+def import_state_dict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str | Path,
+                      prefix: str | None = None) -> dict[str, Any]:
+    """Load a released state dict (torchvision / timm keys, bare or under a known wrapper such as
+    FRL's ``module.base_net.``) into ``module`` strictly: every tensor of the module must come from
+    the file with its shape; source keys of training heads (``fc.``, ``projection_head.``,
+    ``prototypes.``, ...) are left out and reported. ``prefix`` forces the wrapper; by default the
+    one that maps the most keys onto the module is chosen. Returns what was done."""
+    want = module.state_dict()
+    inner = next((p for p in ("model.",) if all(k.startswith(p) for k in want)), "")
+    candidates = [prefix] if prefix is not None else ["", *IMPORT_PREFIXES]
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    scored = [(sum(k in want for k in _mapped(state, p, inner)), p) for p in candidates]
+    hits, best = max(scored, key=lambda t: (t[0], len(t[1])))
+    if hits == 0:
+        raise DataError(f"{source}: none of its {len(state)} tensors ({', '.join(list(state)[:3])}, ...) matches the backbone's keys "
+                        f"({', '.join(list(want)[:3])}, ...) under any known prefix ({', '.join(repr(p) for p in candidates)}); "
+                        f"give --prefix")
+    mapped = _mapped(state, best, inner)
+    left_out = sorted(k[len(inner):] for k in mapped if k not in want)
+    unexpected = [k for k in left_out if not k.startswith(_HEAD_KEYS) and not k.endswith("num_batches_tracked")]
+    problems = _mismatches({k: v for k, v in mapped.items() if k in want}, want)
+    if problems or unexpected:
+        extra = [f"unexpected backbone tensors {', '.join(unexpected[:4])}"] if unexpected else []
+        raise DataError(f"{source}: does not fit the backbone (prefix {best!r}): " + "; ".join(problems + extra))
+    module.load_state_dict({k: v for k, v in mapped.items() if k in want}, strict=True)
+    return {"prefix": best, "loaded": len(want), "left_out": left_out, "ignored_outside_prefix": len(state) - len(_mapped(state, best, ""))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from facerep import __version__
 from facerep.errors import ConfigError, FacerepError, PluginError
@@ -69,8 +70,6 @@ def cmd_plugins_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins_new(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from facerep.scaffold import new_plugin
 
     dest = Path(args.dest or f"facerep-{args.name}")
@@ -204,6 +203,29 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    import hashlib
+    import json
+
+    from facerep.build import build, resolve
+    from facerep.checkpoint import export_backbone, import_state_dict, read_state_dict
+    from facerep.config import ComponentConfig, apply_overrides
+
+    comp = ComponentConfig(args.backbone, apply_overrides({}, args.param or []))
+    module = build(resolve("backbone", comp, "--backbone"))
+    src = Path(args.source)
+    report = import_state_dict(module, read_state_dict(src, what="weights file"), source=src, prefix=args.prefix)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    out = export_backbone(module, args.output, backbone=comp, method="imported",
+                          extra={"imported_from": {"file": str(src.resolve()), "sha256": digest, **report}})
+    print(f"{src}: {report['loaded']} tensors into {comp.name} (prefix {report['prefix']!r}); left out: "
+          f"{', '.join(report['left_out'][:6]) or 'nothing'}{' ...' if len(report['left_out']) > 6 else ''}")
+    print(f"wrote {out} and {out.with_suffix('.json').name}; evaluate it with: facerep eval CONFIG --weights {out}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facerep",
                                      description="Facial representation learning: pretrain face encoders and measure how they transfer.")
@@ -254,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace the results the work dir already holds (otherwise refused)")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("import-weights",
+                       help="turn a released state dict (torchvision, timm, FRL's module.base_net.) into a facerep backbone")
+    p.add_argument("source", help="a .pth/.pt (read with weights_only: no pickled code runs) or .safetensors state dict")
+    p.add_argument("--backbone", default="core.timm", help="the backbone component to build (default core.timm)")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="a backbone parameter, e.g. -p model=resnet50")
+    p.add_argument("--prefix",
+                   help="the wrapper around the backbone's keys (default: the known one that fits: module.base_net., module., ...)")
+    p.add_argument("-o", "--output", required=True, help="the backbone.safetensors to write (its JSON sidecar goes beside it)")
+    p.add_argument("--json", help="also write what was loaded and left out to this file")
+    p.set_defaults(func=cmd_import_weights)
+
     p = sub.add_parser("bench", help="pretrain every method of a suite on one budget, evaluate all rows, write the leaderboard")
     p.add_argument("suite", help="a bench suite YAML (methods, budget, evaluate, baselines); see docs/bench.md")
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a suite field, e.g. -o budget.steps=50")
@@ -282,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "show", "run", "eval", "bench", "report", "data"):
+    if argv and argv[0] not in ("-h", "--help", "--version", "list", "plugins", "show", "run", "eval", "import-weights", "bench", "report",
+                                            "data"):
         # only then are plugin commands needed (they would otherwise cost discovery on --help)
         from facerep.plugins import get_plugins
 

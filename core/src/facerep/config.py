@@ -242,6 +242,9 @@ class TrainConfig:
         schedule: warm-up and cosine decay of the learning rate (and optionally the weight decay).
         grad_clip: clip the gradient norm to this value (None: no clipping).
         channels_last: use the channels-last memory format (faster convolutions on GPU).
+        sync_bn: BatchNorm statistics over the global batch of a multi-process run (FRL pretrains
+            with SyncBN; torch's SyncBatchNorm on CUDA, ``facerep.engine.sync_bn`` on CPU / gloo);
+            no effect in one process.
         log_every: log the loss every this many steps.
         checkpoint_every: save a checkpoint every this many steps (0: only at the end).
         keep_checkpoints: how many of the latest checkpoints to keep.
@@ -260,6 +263,7 @@ class TrainConfig:
     schedule: LRSchedule = LRSchedule()
     grad_clip: float | None = attrs.field(default=None, validator=positive)
     channels_last: bool = True
+    sync_bn: bool = False
     log_every: int = attrs.field(default=10, validator=at_least(1))
     checkpoint_every: int = attrs.field(default=0, validator=non_negative)  # 0: only at the end
     keep_checkpoints: int = attrs.field(default=2, validator=at_least(1))

@@ -225,6 +225,12 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     global_batch = t.batch_size * world
+    if t.sync_bn and world > 1:
+        from facerep.engine.sync_bn import convert_sync_batchnorm
+
+        model, n_bn = convert_sync_batchnorm(model, cuda=device.type == "cuda")
+        if rank == 0:
+            print(f"facerep: sync_bn: {n_bn} BatchNorm layers normalise over the global batch of {world} processes")
     optim_wrapper, lr = build_optim_wrapper(model, t, global_batch, device.type)
     if world > 1:
         model = PretrainDDP(module=model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
