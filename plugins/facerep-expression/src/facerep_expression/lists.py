@@ -131,6 +131,8 @@ class AffectNet:
         return len(self.files)
 
     def label_array(self, field: str) -> np.ndarray | None:
+        if field == "valence_arousal":  # (N, 2), read from the list (expression.valence_arousal's targets)
+            return np.asarray(self.va, np.float32).reshape(-1, 2)
         return self.labels if field == "expression" else None
 
     def __getitem__(self, index: int) -> Sample:

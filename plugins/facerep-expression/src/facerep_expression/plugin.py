@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "facial expression: FER2013 (image folders and the original CSV), classification task"}
+    return {"api_version": "1.0", "summary": "facial expression: FER2013, RAF-DB, AffectNet; classification and valence-arousal tasks"}
 
 
 @hookimpl
@@ -20,3 +20,6 @@ def facerep_register(registrar) -> None:
                       summary="AffectNet training/validation CSV: 7 or 8 expressions, face-box crops, valence/arousal in meta")
     registrar.task("classification", "facerep_expression.task:ExpressionClassification", params="facerep_expression.task:ExpressionParams",
                    summary="expression classifier (linear or MLP head); accuracy, per-class and mean class accuracy")
+    registrar.task("valence_arousal", "facerep_expression.valence_arousal:ValenceArousal",
+                   params="facerep_expression.valence_arousal:ValenceArousalParams",
+                   summary="valence and arousal regression (AffectNet); CCC, PCC, RMSE, SAGR per dimension")
