@@ -4,6 +4,8 @@ synthetic faces that carry valence and arousal."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import cv2
 import numpy as np
 import pytest
@@ -84,7 +86,7 @@ class _WithAffect:
 
 class TestValenceArousalContract(TaskContract):
     component = "expression.valence_arousal"
-    params = {"input_size": 32}
+    params: ClassVar[dict] = {"input_size": 32}
 
     def dataset(self, split: str, n: int):
         return _WithAffect(super().dataset(split, n))
