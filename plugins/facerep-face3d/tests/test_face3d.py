@@ -151,7 +151,8 @@ def test_morphable_head_projects_parameters_and_can_fit_landmarks_the_basis_make
     task = Face3DAlignment(Face3DParams(input_size=32, basis=str(path), hidden=None))
     head = task.build_head(type("B", (), {"embed_dim": 4})(), None, linear=True, spec={"n_points": 68})
     assert isinstance(head, MorphableHead)
-    target = basis.landmarks(torch.randn(1, 5) * 0.5, torch.randn(1, 3) * 0.5, torch.tensor([[0.2, -0.4, 0.1, np.log(0.7), 0.5, 0.45]], dtype=torch.float32))
+    true_pose = torch.tensor([[0.2, -0.4, 0.1, np.log(0.7), 0.5, 0.45]], dtype=torch.float32)
+    target = basis.landmarks(torch.randn(1, 5) * 0.5, torch.randn(1, 3) * 0.5, true_pose)
     target = torch.cat([target[..., :2], target[..., 2:] - target[..., 2:].mean(1, keepdim=True)], -1)
     opt = torch.optim.Adam(head.parameters(), lr=0.02)
     first = None
