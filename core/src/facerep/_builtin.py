@@ -34,5 +34,7 @@ def facerep_register(registrar) -> None:
                        summary="frozen backbone (features cached once) + the task's head, AdamW")
     registrar.protocol("finetune", "facerep.eval.protocols:FineTune", params="facerep.eval.protocols:FineTuneParams",
                        summary="full fine-tuning: layer-wise lr decay for the backbone, separate head lr")
+    registrar.protocol("self_distill", "facerep.eval.self_distill:SelfDistill", params="facerep.eval.self_distill:SelfDistillParams",
+                       summary="FRL self-distillation: teacher on the labelled subset, pseudo-labels on the rest, student on both")
     registrar.protocol("knn", "facerep.eval.knn:KNNProbe", params="facerep.eval.knn:KNNParams",
                        summary="frozen backbone + cosine k-NN with temperature-weighted votes")

@@ -167,3 +167,14 @@ def test_morphable_head_projects_parameters_and_can_fit_landmarks_the_basis_make
     np.savez(bad, mean=np.zeros((10, 3)), shape=np.zeros((10, 3, 2)), expression=np.zeros((10, 3, 1)), keypoints=np.arange(68))
     with pytest.raises(DataError, match=r"bad\.npz: keypoints must be 68 vertex indices below 10"):
         MorphableBasis(bad)
+
+
+def test_self_distillation_relabels_a_face_with_the_teachers_3d_points():
+    task = Face3DAlignment(Face3DParams(input_size=32))
+    s = _With3D(fx.SyntheticFaces(n=2, size=64, seed=3))[0]
+    pred = s.meta["points3d"] + np.array([1.0, -2.0, 5.0])
+    out = task.pseudo_label(s, pred)
+    np.testing.assert_allclose(out.landmarks, pred[:, :2], atol=1e-5)
+    prep = task.prepare(out, train=False, rng=np.random.default_rng(0))
+    back = task.predict([torch.from_numpy(prep.target["points"][None])], [prep.meta])[0]
+    np.testing.assert_allclose(back[:, :2], pred[:, :2], atol=1e-3)  # trains on the teacher's points, not the annotation

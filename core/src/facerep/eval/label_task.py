@@ -21,7 +21,7 @@ from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
 
-__all__ = ["LabelTask", "LinearHead", "classification_metrics"]
+__all__ = ["LabelTask", "LinearHead", "classification_confidence", "classification_metrics"]
 
 
 class LinearHead(HeadBase):
@@ -39,6 +39,16 @@ class LinearHead(HeadBase):
         y = targets["y"]
         loss = F.binary_cross_entropy_with_logits(output, y.float()) if self.multilabel else F.cross_entropy(output, y.long())
         return LossOutput(loss, {"loss": float(loss.detach())})
+
+
+def classification_confidence(outputs: list[Any], *, multilabel: bool) -> list[float]:
+    """Confidence of each prediction from the views' logits (self-distillation's threshold): the
+    softmax maximum, or for multi-label outputs the mean over labels of max(p, 1 - p)."""
+    logits = torch.stack([o.float() for o in outputs]).mean(0)
+    if multilabel:
+        p = torch.sigmoid(logits)
+        return torch.maximum(p, 1 - p).mean(1).tolist()
+    return torch.softmax(logits, 1).max(1).values.tolist()
 
 
 def classification_metrics(pred: np.ndarray, y: np.ndarray, class_names: tuple[str, ...] = ()) -> dict[str, float]:
@@ -88,6 +98,9 @@ class LabelTask(TaskBase):
         logits = torch.stack([o.float() for o in outputs]).mean(0)
         pred = (logits > 0).long() if self.multilabel else logits.argmax(1)
         return list(pred.numpy())
+
+    def confidence(self, outputs: list[Any], metas: list[dict]) -> list[float]:
+        return classification_confidence(outputs, multilabel=self.multilabel)
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         y = label_array(dataset, self.label)

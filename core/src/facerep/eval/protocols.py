@@ -116,6 +116,17 @@ def feature_cache() -> Iterator[None]:
         _CACHE.reset(token)
 
 
+@contextlib.contextmanager
+def no_feature_cache() -> Iterator[None]:
+    """Within this block frozen-backbone outputs are not cached (datasets that are not views of a
+    stable dataset, e.g. pseudo-labelled ones, whose ``id`` may be reused)."""
+    token = _CACHE.set(None)
+    try:
+        yield
+    finally:
+        _CACHE.reset(token)
+
+
 def _base_index(dataset: Any, i: int) -> tuple[int, int]:
     """(id of the underlying dataset, index in it), looking through :class:`Subset` views."""
     while isinstance(dataset, Subset):

@@ -21,7 +21,7 @@ from torch import nn
 from facerep.data.geometry import five_points, similarity_matrix, template, warp
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
-from facerep.eval.label_task import classification_metrics
+from facerep.eval.label_task import classification_confidence, classification_metrics
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Features, LossOutput, Prepared, Sample
@@ -132,6 +132,9 @@ class FaceAttributes(TaskBase):
     def predict(self, outputs: list[Any], metas: list[dict]) -> list[Any]:
         logits = torch.stack([o.float() for o in outputs]).mean(0)
         return list((logits > 0).to(torch.uint8).numpy())
+
+    def confidence(self, outputs: list[Any], metas: list[dict]) -> list[float]:
+        return classification_confidence(outputs, multilabel=True)
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         y = label_array(dataset, "attributes")

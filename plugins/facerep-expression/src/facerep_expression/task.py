@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from facerep.data.subset import label_array
-from facerep.eval.label_task import LinearHead, classification_metrics
+from facerep.eval.label_task import LinearHead, classification_confidence, classification_metrics
 from facerep.eval.task import TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Prepared, Sample
@@ -70,6 +70,9 @@ class ExpressionClassification(TaskBase):
 
     def predict(self, outputs: list[Any], metas: list[dict]) -> list[Any]:
         return list(torch.stack([o.float() for o in outputs]).mean(0).argmax(1).numpy())
+
+    def confidence(self, outputs: list[Any], metas: list[dict]) -> list[float]:
+        return classification_confidence(outputs, multilabel=False)
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         return classification_metrics(

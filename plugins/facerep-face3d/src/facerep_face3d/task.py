@@ -134,7 +134,8 @@ class Face3DAlignment(TaskBase):
         return Prepared(warp(sample.image, m, s), {"points": target}, {"matrix": m, "path": sample.meta.get("path")})
 
     def head_spec(self, train: FaceDataset) -> dict[str, Any]:
-        return {"n_points": int(_points3d_array(train).shape[1])}
+        marks = label_array(train, "landmarks") if hasattr(train, "label_array") else None
+        return {"n_points": int((marks if marks is not None else _points3d_array(train)).shape[1])}
 
     def build_head(self, backbone: Backbone, train: FaceDataset | None, *, linear: bool, spec: dict[str, Any] | None = None) -> nn.Module:
         k = int((spec or self.head_spec(train))["n_points"])
@@ -158,6 +159,13 @@ class Face3DAlignment(TaskBase):
             xy = transform_points(p[:, :2] * s - 0.5, invert_affine(m))
             out.append(np.concatenate([xy, (p[:, 2] * s / k)[:, None]], 1))
         return out
+
+    def pseudo_label(self, sample: Sample, prediction: np.ndarray) -> Sample:
+        """Self-distillation: the teacher's 3D points become the sample's landmarks and depth."""
+        pts = np.asarray(prediction, np.float32)
+        sample.landmarks = pts[:, :2].copy()
+        sample.meta["points3d"] = pts
+        return sample
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         return face3d_metrics(np.stack(predictions), _points3d_array(dataset), _yaw_array(dataset))
