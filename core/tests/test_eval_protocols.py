@@ -169,6 +169,27 @@ def test_summary_rows_average_seeds_and_report_renders_again(tmp_path):
     assert (tmp_path / "plots" / "fer_expression.png").stat().st_size > 1000
 
 
+def test_gap_to_random_init_is_paired_by_seed_signed_and_plotted(tmp_path):
+    from facerep.eval.report import gap_rows
+
+    def rec(weights, seed, fraction, value, name="afw", higher=False):
+        return {"name": name, "weights": weights, "protocol": "core.linear_probe", "fraction": fraction, "shots": None, "seed": seed,
+                "n_train": 10, "test": "t", "primary": "nme", "higher_is_better": higher, "metrics": {"nme": value}, "seconds": 1.0}
+    records = [rec("random init", 0, 0.1, 0.30), rec("random init", 1, 0.1, 0.20), rec("pretrained", 0, 0.1, 0.25),
+               rec("pretrained", 1, 0.1, 0.18), rec("random init", 0, 1.0, 0.10), rec("pretrained", 0, 1.0, 0.12),
+               rec("pretrained", 2, 0.1, 0.01)]  # seed 2 has no random-init partner: left out
+    rows = gap_rows(records)
+    small, full = rows
+    # lower is better: gaps +0.05 and +0.02 (pretrained lower), mean 0.035, SE = std(ddof 1) / sqrt 2 = 0.015
+    assert small["fraction"] == 0.1 and small["seeds"] == 2 and small["gap"] == pytest.approx(0.035) and small["se"] == pytest.approx(0.015)
+    assert small["z"] == pytest.approx(0.035 / 0.015) and small["relative"] == pytest.approx(0.035 / 0.25)
+    assert full["gap"] == pytest.approx(-0.02) and full["se"] == 0.0
+    (tmp_path / "results.json").write_text(json.dumps({"title": "t", "results": records}))
+    text = render_report(tmp_path)
+    assert "| afw | core.linear_probe | pretrained | 0.1 | nme | 0.2500 | +0.0350 ± 0.0150 | +14.0 % | +2.3 |" in text
+    assert (tmp_path / "plots" / "gap_to_random_init.png").stat().st_size > 1000
+
+
 def test_feature_cache_runs_each_image_through_the_backbone_once_per_input_kind(backbone):
     from facerep.data.subset import Subset
     from facerep.eval.protocols import feature_cache

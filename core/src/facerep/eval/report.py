@@ -1,7 +1,9 @@
 """Results of an evaluation grid on disk: ``results.json`` (every record), ``results.md`` (a summary
 table, mean ± std over seeds, and every record), ``plots/<entry>.png`` (primary metric vs few-shot
-fraction, one line per protocol and weights). ``facerep report DIR`` renders them again from
-``results.json``.
+fraction, one line per protocol and weights) and, when random-init records sit beside others, the
+gap to them per few-shot fraction (``gap_rows``; ``plots/gap_to_random_init.png``: FRL's low-data
+question, does pretraining help more when labels are scarcer). ``facerep report DIR`` renders them
+again from ``results.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["render_report", "summary_rows", "write_report"]
+__all__ = ["gap_rows", "render_report", "summary_rows", "write_report"]
+
+BASELINE = "random init"
 
 
 def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -32,6 +36,41 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def gap_rows(records: list[dict[str, Any]], baseline: str = BASELINE) -> list[dict[str, Any]]:
+    """Per (entry, protocol, other weights, fraction): the primary metric's difference to the
+    ``baseline`` weights, signed so that positive means better, paired by seed (the same few-shot
+    subset), with its standard error over seeds (sample std / sqrt(n); 0 for one seed), ``z`` =
+    gap / SE, and ``relative`` = gap / |baseline mean|."""
+    base = {(r["name"], r["protocol"], r["fraction"], r.get("shots"), r["seed"]): r for r in records if r["weights"] == baseline}
+    groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    for r in records:
+        b = base.get((r["name"], r["protocol"], r["fraction"], r.get("shots"), r["seed"]))
+        if r["weights"] == baseline or b is None:
+            continue
+        sign = 1.0 if r["higher_is_better"] else -1.0
+        key = r["primary"]
+        groups[(r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), key)].append(
+            (sign * (r["metrics"][key] - b["metrics"][key]), b["metrics"][key]))
+    rows = []
+    for (name, protocol, weights, fraction, shots, key), pairs in groups.items():
+        gaps, bases = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+        se = float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
+        mean = float(gaps.mean())
+        rows.append({"name": name, "protocol": protocol, "weights": weights, "fraction": fraction, "shots": shots, "metric": key,
+                     "gap": mean, "se": se, "z": mean / se if se > 0 else float("nan"), "seeds": len(gaps),
+                     "baseline": float(bases.mean()), "relative": mean / abs(float(bases.mean())) if bases.mean() else float("nan")})
+    return sorted(rows, key=lambda r: (r["name"], r["protocol"], r["weights"], r["fraction"]))
+
+
+def _gap_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", f"## Gap to {BASELINE} (positive: better; paired by seed, ± standard error)", "",
+             "| task | protocol | weights | fraction | metric | baseline | gap | relative | z |", "|---|---|---|---|---|---|---|---|---|"]
+    for g in rows:
+        lines.append(f"| {g['name']} | {g['protocol']} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
+                     f"{g['gap']:+.4f} ± {g['se']:.4f} | {100 * g['relative']:+.1f} % | {g['z']:+.1f} |")
+    return lines
+
+
 def _markdown(title: str, records: list[dict[str, Any]], plots: list[str]) -> str:
     lines = [f"# {title}", "", "## Summary (primary metric, mean ± std over seeds; ↑ higher is better, ↓ lower)", "",
              "| task | weights | protocol | fraction | train images | test | metric | value | seeds | seconds |",
@@ -42,6 +81,9 @@ def _markdown(title: str, records: list[dict[str, Any]], plots: list[str]) -> st
         value = f"{s['mean']:.4f}" + (f" ± {s['std']:.4f}" if s["seeds"] > 1 else "")
         lines.append(f"| {s['name']} | {s['weights']} | {s['protocol']} | {frac} | {s['n_train']} | {s['test']} | {s['metric']} {arrow} | "
                      f"{value} | {s['seeds']} | {s['seconds']:.0f} |")
+    gaps = gap_rows(records)
+    if gaps:
+        lines += _gap_markdown(gaps)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     samples = sorted({r["samples"] for r in records if r.get("samples")})
@@ -84,7 +126,33 @@ def _plots(out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
         fig.savefig(path)
         plt.close(fig)
         paths.append(str(path.relative_to(out_dir)))
-    return paths
+    gap = _gap_plot(out_dir, gap_rows(records), plt)
+    return paths + ([gap] if gap else [])
+
+
+def _gap_plot(out_dir: Path, rows: list[dict[str, Any]], plt: Any) -> str | None:
+    """Relative gap to random init (%) vs few-shot fraction, one line per entry and protocol."""
+    lines = dict.fromkeys((r["name"], r["protocol"], r["weights"]) for r in rows)
+    if not any(len({r["fraction"] for r in rows if (r["name"], r["protocol"], r["weights"]) == line}) > 1 for line in lines):
+        return None  # one fraction: the table says it all
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
+    for line in lines:
+        pts = sorted((r["fraction"], 100 * r["relative"], 100 * r["se"] / abs(r["baseline"]) if r["baseline"] else 0.0)
+                     for r in rows if (r["name"], r["protocol"], r["weights"]) == line)
+        x, y, e = (np.array(v) for v in zip(*pts, strict=True))
+        ax.errorbar(x * 100, y, yerr=e, marker="o", capsize=3, label=f"{line[0]} ({line[2]})")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training labels (%)")
+    ax.set_ylabel(f"gap to {BASELINE} (% of its value; + better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out_dir / "plots" / "gap_to_random_init.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path.relative_to(out_dir))
 
 
 def write_report(out_dir: Path, title: str, summary: dict[str, Any]) -> str:
