@@ -169,6 +169,10 @@ class Task(typing.Protocol):
         by (e.g. ``{"n_points": 68}``); a task that has it also accepts ``build_head(backbone, None,
         linear=..., spec=that dict)``, so that a trained model saved by an evaluation
         (``save_models: true``) is built again without its data (:mod:`facerep.eval.saved`).
+        ``confidence(outputs, metas) -> list[float]`` (API 1.3): how sure each prediction is, in
+        [0, 1] (``core.self_distill``'s ``threshold``; classification: the softmax maximum).
+        ``pseudo_label(sample, prediction) -> Sample`` (API 1.3): the sample relabelled with a
+        teacher's prediction (default: ``prediction`` set as the ``label`` field).
     """
 
     name: str
