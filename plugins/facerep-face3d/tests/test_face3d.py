@@ -178,3 +178,19 @@ def test_self_distillation_relabels_a_face_with_the_teachers_3d_points():
     prep = task.prepare(out, train=False, rng=np.random.default_rng(0))
     back = task.predict([torch.from_numpy(prep.target["points"][None])], [prep.meta])[0]
     np.testing.assert_allclose(back[:, :2], pred[:, :2], atol=1e-3)  # trains on the teacher's points, not the annotation
+
+
+def test_task_scores_an_aflw2000_fixture_by_yaw_bin(tmp_path):
+    ds = AFLW2000(AFLW2000Params(root=str(fx.write_aflw2000(tmp_path / "aflw2000"))))
+    task = Face3DAlignment(Face3DParams(input_size=32))
+    gt = ds.label_array("points3d").astype(np.float64)
+    lo, hi = gt[..., :2].min(1), gt[..., :2].max(1)
+    size = np.sqrt(np.prod(hi - lo, 1))  # sqrt(w h) of each face's landmark box
+    shifts = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # px along x, face i; yaws 5, -20 | 45, -50 | 75, -95
+    preds = [g + np.array([d, 0.0, 0.0]) for g, d in zip(gt, shifts, strict=True)]
+    m = task.evaluate(preds, ds)
+    per_face = shifts / size
+    assert m["nme_yaw_0_30"] == pytest.approx(per_face[:2].mean()) and m["nme_yaw_30_60"] == pytest.approx(per_face[2:4].mean())
+    assert m["nme_yaw_60_90"] == pytest.approx(per_face[4:].mean())  # |-95| counts in the last bin
+    assert m["nme_mean"] == pytest.approx(np.mean([per_face[:2].mean(), per_face[2:4].mean(), per_face[4:].mean()]))
+    assert m["nme_3d"] == pytest.approx(m["nme_all"])
