@@ -90,3 +90,11 @@ class TestValenceArousalContract(TaskContract):
 
     def dataset(self, split: str, n: int):
         return _WithAffect(super().dataset(split, n))
+
+
+def test_self_distillation_relabels_valence_and_arousal_where_prepare_reads_them(tmp_path):
+    ds = _affectnet(tmp_path)
+    task = ValenceArousal(ValenceArousalParams(input_size=16))
+    relabelled = task.pseudo_label(ds[0], np.array([-0.1, 0.9], np.float32))
+    prep = task.prepare(relabelled, train=False, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(prep.target["va"], [-0.1, 0.9], rtol=1e-6)  # not the list's 0.5, -0.25

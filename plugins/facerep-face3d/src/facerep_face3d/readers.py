@@ -8,8 +8,9 @@ Poses: A 3D Solution", CVPR 2016), in their released layouts (MATLAB v5 ``.mat``
 - **300W-LP** (training): ``<subset>/<name>.jpg`` + ``<subset>/<name>.mat`` (``Pose_Para``,
   ``Shape_Para``, ``Exp_Para``) and ``landmarks/<subset>/<name>_pts.mat`` with ``pts_3d``
   ``(68, 2)``: the 2D projection of the fitted 3D shape's 68 landmarks (occluded ones included).
-  Its depth is not stored; it follows from the 3DMM parameters and a basis the user supplies
-  (``facerep_face3d.morphable``), otherwise it is NaN and the task trains on x, y alone.
+  Its depth is not stored: it is NaN here and the task trains on x, y alone (the 3DMM head of
+  ``facerep_face3d.morphable`` still predicts a depth, through its basis). The 3DMM parameters are
+  kept in ``meta`` for whoever reconstructs it with the Basel Face Model.
 
 Every sample has ``landmarks`` ``(68, 2)`` (0-based x, y) and, in ``meta``: ``points3d`` ``(68, 3)``
 (0-based x, y; z as released, NaN when unknown), ``pose`` (pitch, yaw, roll in radians), ``yaw_deg``
