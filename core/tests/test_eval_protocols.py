@@ -224,8 +224,11 @@ def test_backbone_layers_apply_per_entry_and_fall_back_to_the_backbones_own(monk
     from facerep.plugins import get_plugins
 
     seen = []
-    monkeypatch.setattr(runner, "_run_entry", lambda ev, name, task, train, test, val, protocols, names, backbone, out, w: seen.append(
-        backbone.params.layers) or [])
+    def record(ev, name, task, train, test, val, protocols, names, backbone, out, w, saving=None):
+        seen.append(backbone.params.layers)
+        return []
+
+    monkeypatch.setattr(runner, "_run_entry", record)
     entry = {"protocol": "core.knn", "train": {"name": "core.synthetic", "params": {"n": 8}},
              "test": {"name": "core.synthetic", "params": {"n": 8, "split": "test"}}, "label": "expression"}
     cfg = structure({"evaluate": [dict(entry, backbone_layers=[1, 3]), entry]}, RunConfig)

@@ -24,8 +24,8 @@ from torch import nn
 from facerep.config import ComponentConfig, unstructure
 from facerep.errors import DataError
 
-__all__ = ["IMPORT_PREFIXES", "check_fits", "export_backbone", "export_module", "import_state_dict", "load_backbone", "read_checkpoint",
-           "read_module", "read_sidecar", "read_state_dict", "safe_checkpoint_loading"]
+__all__ = ["IMPORT_PREFIXES", "check_fits", "export_backbone", "export_module", "import_state_dict", "json_sidecar", "load_backbone",
+           "read_checkpoint", "read_module", "read_sidecar", "read_state_dict", "safe_checkpoint_loading"]
 
 FORMAT = "facerep.backbone/1"
 MODULE_FORMAT = "facerep.module/1"
@@ -190,17 +190,24 @@ def read_module(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     for f in (path, side):
         if not f.is_file():
             raise DataError(f"exported module file not found: {f}")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{side}: not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODULE_FORMAT:
-        raise DataError(f"{side}: not a facerep module sidecar (format {MODULE_FORMAT!r})")
+    meta = json_sidecar(side, MODULE_FORMAT)
     try:
         state = load_file(str(path))
     except Exception as exc:
         raise DataError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     return state, meta
+
+
+def json_sidecar(side: Path, fmt: str) -> dict[str, Any]:
+    """The JSON object in ``side`` whose ``format`` is ``fmt``, or a DataError naming the file."""
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{side}: not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise DataError(f"{side}: unknown format {got!r}, expected {fmt!r}")
+    return meta
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -210,14 +217,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise DataError(f"backbone weights not found: {path}")
     if not side.is_file():
         raise DataError(f"backbone sidecar not found: {side} (written next to the weights by facerep)")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{side}: not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise DataError(f"{side}: unknown format {got!r}, expected {FORMAT!r}")
-    return meta
+    return json_sidecar(side, FORMAT)
 
 
 def load_backbone(path: str | Path, plugins: Any = None, *, params: dict[str, Any] | None = None) -> nn.Module:

@@ -202,18 +202,26 @@ def _predict_cached(head: Any, task: Task, inputs: list[dict[str, torch.Tensor]]
 
 
 @torch.no_grad()
-def predict_dataset(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, batch_size: int = 64,
-                    num_workers: int = 0, precision: str = "fp32") -> list[Any]:
-    """Backbone + head over test views of every sample -> ``task.predict`` (original coordinates)."""
+def head_outputs(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, batch_size: int = 64, num_workers: int = 0,
+                 precision: str = "fp32") -> Iterator[tuple[list[Any], list[dict]]]:
+    """Per batch of test-mode prepared samples: the head's outputs for each of the task's test
+    views (on the CPU, float) and the samples' metas."""
     backbone.eval()
     head.eval()
     device = next(backbone.parameters()).device
-    preds: list[Any] = []
     for images, _, metas in _loader(PreparedData(task, dataset, train=False), batch_size, num_workers):
         outs = []
         for x in task.test_views(images):
             with _autocast(device, precision):
                 outs.append(_to_cpu_float(head(head.select(backbone(backbone.preprocess(x.to(device)))))))
+        yield outs, metas
+
+
+def predict_dataset(backbone: Backbone, head: Any, task: Task, dataset: FaceDataset, *, batch_size: int = 64,
+                    num_workers: int = 0, precision: str = "fp32") -> list[Any]:
+    """Backbone + head over test views of every sample -> ``task.predict`` (original coordinates)."""
+    preds: list[Any] = []
+    for outs, metas in head_outputs(backbone, head, task, dataset, batch_size=batch_size, num_workers=num_workers, precision=precision):
         preds.extend(task.predict(outs, metas))
     return preds
 

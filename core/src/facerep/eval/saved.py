@@ -68,13 +68,9 @@ def _read_meta(path: Path) -> dict[str, Any]:
     for f in (path, side):
         if not f.is_file():
             raise DataError(f"trained model file not found: {f} (written by an evaluate entry with save_models: true)")
-    try:
-        meta = json.loads(side.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{side}: not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise DataError(f"{side}: format {got!r}, expected {FORMAT!r} (a trained task model)")
+    from facerep.checkpoint import json_sidecar
+
+    meta = json_sidecar(side, FORMAT)
     for key in ("backbone", "task", "head_spec"):
         if not isinstance(meta.get(key), dict):
             raise DataError(f"{side}: no {key!r} block")

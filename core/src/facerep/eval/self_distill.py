@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import attrs
 import numpy as np
-import torch
 
 from facerep.config import structure
 from facerep.data.subset import Subset, label_array
@@ -35,10 +34,7 @@ from facerep.eval.protocols import (
     FineTuneParams,
     FrozenHead,
     FrozenHeadParams,
-    PreparedData,
-    _autocast,
-    _loader,
-    _to_cpu_float,
+    head_outputs,
     no_feature_cache,
 )
 from facerep.protocols import Backbone, FaceDataset, Task
@@ -110,22 +106,14 @@ class _Joined:
         return None if a is None or b is None else np.concatenate([a, b.astype(a.dtype, copy=False)])
 
 
-@torch.no_grad()
 def pseudo_labels(backbone: Backbone, head: Any, task: Task, pool: FaceDataset, *, batch_size: int = 64, num_workers: int = 0,
                   precision: str = "fp32") -> tuple[list[Any], np.ndarray]:
     """The teacher's predictions on ``pool`` (original coordinates) and their confidences (1 where
     the task defines none)."""
-    backbone.eval()
-    head.eval()
-    device = next(backbone.parameters()).device
     confidence = getattr(task, "confidence", None)
     preds: list[Any] = []
     conf: list[float] = []
-    for images, _, metas in _loader(PreparedData(task, pool, train=False), batch_size, num_workers):
-        outs = []
-        for x in task.test_views(images):
-            with _autocast(device, precision):
-                outs.append(_to_cpu_float(head(head.select(backbone(backbone.preprocess(x.to(device)))))))
+    for outs, metas in head_outputs(backbone, head, task, pool, batch_size=batch_size, num_workers=num_workers, precision=precision):
         preds.extend(task.predict(outs, metas))
         conf.extend(confidence(outs, metas) if confidence is not None else [1.0] * len(metas))
     return preds, np.asarray(conf, np.float64)

@@ -37,6 +37,22 @@ class ExpressionParams:
     flip: bool = True
 
 
+def face_view(sample: Sample, target: dict[str, Any], rng: np.random.Generator, size: int, crop_scale: tuple[float, float],
+              flip: bool) -> Prepared:
+    """A training view of a whole-face image: a random square crop of ``crop_scale`` of the shorter
+    side, mirrored with probability 1/2 when ``flip`` (expressions and affect are mirror-invariant),
+    resized to ``size``."""
+    img = sample.image
+    h, w = img.shape[:2]
+    side = round(min(h, w) * rng.uniform(*crop_scale))
+    y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+    img = img[y0 : y0 + side, x0 : x0 + side]
+    if flip and rng.random() < 0.5:
+        img = img[:, ::-1]
+    img = cv2.resize(np.ascontiguousarray(img), (size, size), interpolation=cv2.INTER_LINEAR)
+    return Prepared(img, target, {"path": sample.meta.get("path")})
+
+
 class ExpressionClassification(TaskBase):
     name = "expression"
     label = "expression"
@@ -50,16 +66,8 @@ class ExpressionClassification(TaskBase):
 
     def prepare(self, sample: Sample, *, train: bool, rng: np.random.Generator) -> Prepared:
         target = {"y": np.int64(sample.expression)}
-        img = sample.image
         if train:
-            h, w = img.shape[:2]
-            side = round(min(h, w) * rng.uniform(*self.params.crop_scale))
-            y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            img = img[y0 : y0 + side, x0 : x0 + side]
-            if self.params.flip and rng.random() < 0.5:
-                img = img[:, ::-1]
-            img = cv2.resize(np.ascontiguousarray(img), (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
-            return Prepared(img, target, {"path": sample.meta.get("path")})
+            return face_view(sample, target, rng, self.input_size, self.params.crop_scale, self.params.flip)
         return resize_prepared(sample, self.input_size, target)
 
     def build_head(self, backbone: Backbone, train: FaceDataset, *, linear: bool) -> nn.Module:

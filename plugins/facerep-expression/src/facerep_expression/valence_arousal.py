@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
-import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ from facerep.errors import DataError
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
+from facerep_expression.task import face_view
 
 __all__ = ["ValenceArousal", "ValenceArousalHead", "ValenceArousalParams", "affect_metrics", "ccc"]
 
@@ -127,15 +127,7 @@ class ValenceArousal(TaskBase):
         target = {"va": np.array([sample.meta["valence"], sample.meta["arousal"]], np.float32)}
         if not train:
             return resize_prepared(sample, self.input_size, target)
-        img = sample.image
-        h, w = img.shape[:2]
-        side = round(min(h, w) * rng.uniform(*self.params.crop_scale))
-        y0, x0 = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-        img = img[y0 : y0 + side, x0 : x0 + side]
-        if self.params.flip and rng.random() < 0.5:
-            img = img[:, ::-1]
-        img = cv2.resize(np.ascontiguousarray(img), (self.input_size, self.input_size), interpolation=cv2.INTER_LINEAR)
-        return Prepared(img, target, {"path": sample.meta.get("path")})
+        return face_view(sample, target, rng, self.input_size, self.params.crop_scale, self.params.flip)
 
     def head_spec(self, train: FaceDataset) -> dict[str, Any]:
         return {}
