@@ -106,7 +106,7 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
                      r"core\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("core.")}
     assert set(rows) == {"core.image_folder", "core.synthetic", "core.pixels", "core.timm", "core.knn", "core.linear_probe",
-                         "core.frozen_head", "core.finetune"}
+                         "core.frozen_head", "core.finetune", "core.self_distill"}
     assert all("facerep-core 0.1.0" in line for line in rows.values())
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
