@@ -8,7 +8,10 @@ import pytest
 from facerep.plugins import load_plugins
 from facerep.testing import TaskContract
 
-TASKS = [spec.name for spec in load_plugins().registry.specs("task")]
+# tasks whose targets the synthetic contract faces do not carry (valence/arousal, depth and yaw) run
+# the contract in their own plugin's tests, on datasets that carry them
+OWN_CONTRACT_DATA = {"expression.valence_arousal", "face3d.alignment"}
+TASKS = [spec.name for spec in load_plugins().registry.specs("task") if spec.name not in OWN_CONTRACT_DATA]
 
 
 @pytest.fixture(params=TASKS)

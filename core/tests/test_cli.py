@@ -110,7 +110,7 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
     assert all("facerep-core 0.1.0" in line for line in rows.values())
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
-    assert "protocols (4)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
+    assert "protocols (5)" in only.stdout and "datasets" not in only.stdout and "core.timm" not in only.stdout
     assert "\nplugins\n" not in only.stdout, "--kind lists that kind only"
 
 
