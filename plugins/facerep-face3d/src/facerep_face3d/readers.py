@@ -92,6 +92,19 @@ class _Face3DSet:
         meta = {"path": str(path), "points3d": pts.copy(), **self.metas[index]}
         return Sample(image=decode_image(path), landmarks=pts[:, :2].copy(), meta=meta)
 
+    def _read_all(self, items: list[Any], read_one: Any, on_error: str, name: str, split: str, where: Path) -> None:
+        """``read_one(item) -> (image, points3d, meta)`` for every item; a DataError raises or, with
+        ``on_error: skip``, is counted and the face left out."""
+        entries, problems = [], []
+        for item in items:
+            try:
+                entries.append(read_one(item))
+            except DataError as exc:
+                if on_error == "raise":
+                    raise
+                problems.append(str(exc))
+        self._finish(name, split, entries, problems, where)
+
     def _finish(self, name: str, split: str, entries: list[tuple[Path, np.ndarray, dict]], problems: list[str], where: Path) -> None:
         self.problems, self.skipped = problems, len(problems)
         if not entries:
@@ -144,21 +157,15 @@ class AFLW2000(_Face3DSet):
         mats = sorted(root.glob("*.mat"))[p.start : p.stop]
         if not mats:
             raise DataError(f"{root}: no .mat files")
-        entries, problems = [], []
-        for f in mats:
-            try:
-                image = _image_beside(f)
-                mat = read_mat(f, ("pt3d_68", "Pose_Para"), _MORPHABLE)
-                pts = _shaped(f, "pt3d_68", mat["pt3d_68"], ((3, 68),)).T.copy()
-                pts[:, :2] -= 1.0  # MATLAB pixel indices -> 0-based
-                pose = _pose(f, mat["Pose_Para"])
-            except DataError as exc:
-                if p.on_error == "raise":
-                    raise
-                problems.append(str(exc))
-                continue
-            entries.append((image, pts, {"annotation": str(f), **_params_meta(pose, mat)}))
-        self._finish("aflw2000_3d", p.split, entries, problems, root)
+
+        def read_one(f: Path) -> tuple[Path, np.ndarray, dict]:
+            image = _image_beside(f)
+            mat = read_mat(f, ("pt3d_68", "Pose_Para"), _MORPHABLE)
+            pts = _shaped(f, "pt3d_68", mat["pt3d_68"], ((3, 68),)).T.copy()
+            pts[:, :2] -= 1.0  # MATLAB pixel indices -> 0-based
+            return image, pts, {"annotation": str(f), **_params_meta(_pose(f, mat["Pose_Para"]), mat)}
+
+        self._read_all(mats, read_one, p.on_error, "aflw2000_3d", p.split, root)
 
 
 @attrs.frozen
@@ -193,22 +200,17 @@ class W300LP(_Face3DSet):
         mats = mats[p.start : p.stop]
         if not mats:
             raise DataError(f"{root}: no .mat files in {', '.join(p.subsets)}")
-        entries, problems = [], []
-        for subset, f in mats:
-            try:
-                image = _image_beside(f)
-                lm_file = root / "landmarks" / subset / f"{f.stem}_pts.mat"
-                if not lm_file.is_file():
-                    raise DataError(f"{f}: its landmarks file is missing ({lm_file})")
-                xy = _shaped(lm_file, "pts_3d", read_mat(lm_file, ("pts_3d",))["pts_3d"], ((68, 2), (2, 68)))
-                xy = xy.T if xy.shape == (2, 68) else xy
-                mat = read_mat(f, ("Pose_Para",), _MORPHABLE)
-                pose = _pose(f, mat["Pose_Para"])
-            except DataError as exc:
-                if p.on_error == "raise":
-                    raise
-                problems.append(str(exc))
-                continue
-            pts = np.concatenate([xy - 1.0, np.full((68, 1), np.nan)], 1)  # depth: not in the release (see morphable)
-            entries.append((image, pts, {"annotation": str(lm_file), "subset": subset, **_params_meta(pose, mat)}))
-        self._finish("300w_lp", p.split, entries, problems, root)
+
+        def read_one(item: tuple[str, Path]) -> tuple[Path, np.ndarray, dict]:
+            subset, f = item
+            image = _image_beside(f)
+            lm_file = root / "landmarks" / subset / f"{f.stem}_pts.mat"
+            if not lm_file.is_file():
+                raise DataError(f"{f}: its landmarks file is missing ({lm_file})")
+            xy = _shaped(lm_file, "pts_3d", read_mat(lm_file, ("pts_3d",))["pts_3d"], ((68, 2), (2, 68)))
+            xy = xy.T if xy.shape == (2, 68) else xy
+            mat = read_mat(f, ("Pose_Para",), _MORPHABLE)
+            pts = np.concatenate([xy - 1.0, np.full((68, 1), np.nan)], 1)  # depth: not in the release
+            return image, pts, {"annotation": str(lm_file), "subset": subset, **_params_meta(_pose(f, mat["Pose_Para"]), mat)}
+
+        self._read_all(mats, read_one, p.on_error, "300w_lp", p.split, root)
