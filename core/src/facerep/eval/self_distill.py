@@ -84,7 +84,8 @@ class PseudoLabelled:
 
     def label_array(self, field: str) -> np.ndarray | None:
         if field == self.task.label:
-            return np.stack([np.asarray(p) for p in self.predictions])
+            values = [np.asarray(p) for p in self.predictions]
+            return np.stack(values) if len({v.shape for v in values}) == 1 else None  # e.g. masks of several image sizes
         return None  # never the pool's own annotations: they are what the split hides
 
 
