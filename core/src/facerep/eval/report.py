@@ -66,8 +66,11 @@ def _gap_markdown(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["", f"## Gap to {BASELINE} (positive: better; paired by seed, ± standard error)", "",
              "| task | protocol | weights | fraction | metric | baseline | gap | relative | z |", "|---|---|---|---|---|---|---|---|---|"]
     for g in rows:
+        paired = g["seeds"] > 1  # one seed: no spread to report, the gap stands alone
+        gap = f"{g['gap']:+.4f}" + (f" ± {g['se']:.4f}" if paired else " (1 seed)")
+        z = f"{g['z']:+.1f}" if paired and np.isfinite(g["z"]) else "–"
         lines.append(f"| {g['name']} | {g['protocol']} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
-                     f"{g['gap']:+.4f} ± {g['se']:.4f} | {100 * g['relative']:+.1f} % | {g['z']:+.1f} |")
+                     f"{gap} | {100 * g['relative']:+.1f} % | {z} |")
     return lines
 
 
