@@ -270,6 +270,22 @@ def test_eval_runs_fractions_x_seeds_x_protocols_on_exported_weights_and_report_
     assert "| grey | pretrained | core.frozen_head | 0.2 | 4 |" in md and (wd / "plots" / "grey.png").is_file()
     bad = facerep("report", tmp_path, cwd=tmp_path)
     assert bad.returncode == 2 and "no results.json" in bad.stderr
+    # a grid split into two jobs: one report over both, paths still valid from the merged dir
+    other = tmp_path / "jobs" / "seed5"
+    (other / "subsets").mkdir(parents=True)
+    (other / "subsets" / "s5.json").write_text(json.dumps({"n": 4, "indices": [0, 1, 2, 3]}))
+    extra = dict(results[0], seed=5, subset="subsets/s5.json", samples=None)
+    (other / "results.json").write_text(json.dumps({"title": "seed5", "results": [extra]}))
+    merged = tmp_path / "merged"
+    res = facerep("report", merged, "--merge", wd, other, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    both = json.loads((merged / "results.json").read_text())["results"]
+    assert len(both) == len(results) + 1 and all((merged / r["subset"]).is_file() for r in both)
+    assert f"| grey | pretrained | {results[0]['protocol']} | 0.2 | 4 |" in (merged / "results.md").read_text()
+    again = facerep("report", merged, "--merge", wd, other, cwd=tmp_path)
+    assert again.returncode == 2 and "already holds results.json" in again.stderr
+    twice = facerep("report", tmp_path / "m2", "--merge", wd, wd, cwd=tmp_path)
+    assert twice.returncode == 2 and "is also in" in twice.stderr and str(wd) in twice.stderr
 
 
 def test_eval_config_errors_name_the_entry(tmp_path):

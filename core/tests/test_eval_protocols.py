@@ -187,7 +187,7 @@ def test_gap_to_random_init_is_paired_by_seed_signed_and_plotted(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"title": "t", "results": records}))
     text = render_report(tmp_path)
     assert "| afw | core.linear_probe | pretrained | 0.1 | nme | 0.2500 | +0.0350 ± 0.0150 | +14.0 % | +2.3 |" in text
-    assert "| afw | core.linear_probe | pretrained | 1 | nme | 0.1000 | -0.0200 (1 seed) | -20.0 % | – |" in text
+    assert "| afw | core.linear_probe | pretrained | 1 | nme | 0.1000 | -0.0200 (1 seed) | -20.0 % | n/a |" in text
     assert (tmp_path / "plots" / "gap_to_random_init.png").stat().st_size > 1000
 
 

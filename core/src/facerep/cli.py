@@ -137,9 +137,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from facerep.eval.report import render_report
+    from facerep.eval.report import merge_reports, render_report
 
-    print(render_report(args.work_dir).split("\n## Every run")[0])
+    text = merge_reports(args.work_dir, args.merge, overwrite=args.overwrite) if args.merge else render_report(args.work_dir)
+    print(text.split("\n## Every run")[0])
     return 0
 
 
@@ -296,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="render results.md and the plots of an evaluation work dir again")
     p.add_argument("work_dir")
+    p.add_argument("--merge", nargs="+", metavar="DIR", help="write one report into WORK_DIR from the results.json of these work dirs "
+                   "(a grid split into jobs)")
+    p.add_argument("--overwrite", action="store_true", help="with --merge: replace the results WORK_DIR already holds")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("data", help="dataset tools")

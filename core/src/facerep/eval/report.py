@@ -3,7 +3,7 @@ table, mean ± std over seeds, and every record), ``plots/<entry>.png`` (primary
 fraction, one line per protocol and weights) and, when random-init records sit beside others, the
 gap to them per few-shot fraction (``gap_rows``; ``plots/gap_to_random_init.png``: FRL's low-data
 question, does pretraining help more when labels are scarcer). ``facerep report DIR`` renders them
-again from ``results.json``.
+again from ``results.json``; ``facerep report OUT --merge DIR...`` makes one report of several.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gap_rows", "render_report", "summary_rows", "write_report"]
+__all__ = ["gap_rows", "merge_reports", "render_report", "summary_rows", "write_report"]
 
 BASELINE = "random init"
 
@@ -68,7 +68,7 @@ def _gap_markdown(rows: list[dict[str, Any]]) -> list[str]:
     for g in rows:
         paired = g["seeds"] > 1  # one seed: no spread to report, the gap stands alone
         gap = f"{g['gap']:+.4f}" + (f" ± {g['se']:.4f}" if paired else " (1 seed)")
-        z = f"{g['z']:+.1f}" if paired and np.isfinite(g["z"]) else "–"
+        z = f"{g['z']:+.1f}" if paired and np.isfinite(g["z"]) else "n/a"
         lines.append(f"| {g['name']} | {g['protocol']} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
                      f"{gap} | {100 * g['relative']:+.1f} % | {z} |")
     return lines
@@ -169,16 +169,46 @@ def write_report(out_dir: Path, title: str, summary: dict[str, Any]) -> str:
     return text
 
 
-def render_report(out_dir: str | Path) -> str:
-    """Render ``results.md`` and the plots again from ``results.json``."""
+def _read_results(out_dir: Path) -> dict[str, Any]:
     from facerep.errors import ConfigError
 
-    out_dir = Path(out_dir)
     path = out_dir / "results.json"
     if not path.is_file():
         raise ConfigError(f"{out_dir}: no results.json (not an evaluation work dir)")
     try:
-        summary = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+
+
+def render_report(out_dir: str | Path) -> str:
+    """Render ``results.md`` and the plots again from ``results.json``."""
+    out_dir = Path(out_dir)
+    summary = _read_results(out_dir)
     return write_report(out_dir, summary.get("title", out_dir.name), summary)
+
+
+def merge_reports(out_dir: str | Path, sources: list[str | Path], overwrite: bool = False) -> str:
+    """One report over the records of several evaluation work dirs (a grid split into jobs, one per
+    family or per machine). Subset and sample paths are rewritten to stay valid from ``out_dir``; a
+    run (entry, protocol, weights, fraction, shots, seed) found in two sources is refused, naming both."""
+    import os
+
+    from facerep.errors import ConfigError
+
+    out_dir = Path(out_dir)
+    if (out_dir / "results.json").exists() and not overwrite:
+        raise ConfigError(f"{out_dir}: already holds results.json (--overwrite replaces it)")
+    records: list[dict[str, Any]] = []
+    seen: dict[tuple, Path] = {}
+    for src in map(Path, sources):
+        for r in _read_results(src).get("results", []):
+            key = (r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), r["seed"])
+            if key in seen:
+                raise ConfigError(f"{src}: run {key} is also in {seen[key]}; merge disjoint grids")
+            seen[key] = src
+            moved = {k: os.path.relpath(src / r[k], out_dir) for k in ("subset", "samples", "model") if r.get(k)}
+            records.append({**r, **moved})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"work_dir": str(out_dir), "title": out_dir.name, "merged_from": [str(s) for s in sources], "results": records}
+    return write_report(out_dir, summary["title"], summary)
