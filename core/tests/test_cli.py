@@ -270,22 +270,29 @@ def test_eval_runs_fractions_x_seeds_x_protocols_on_exported_weights_and_report_
     assert "| grey | pretrained | core.frozen_head | 0.2 | 4 |" in md and (wd / "plots" / "grey.png").is_file()
     bad = facerep("report", tmp_path, cwd=tmp_path)
     assert bad.returncode == 2 and "no results.json" in bad.stderr
-    # a grid split into two jobs: one report over both, paths still valid from the merged dir
-    other = tmp_path / "jobs" / "seed5"
-    (other / "subsets").mkdir(parents=True)
-    (other / "subsets" / "s5.json").write_text(json.dumps({"n": 4, "indices": [0, 1, 2, 3]}))
-    extra = dict(results[0], seed=5, subset="subsets/s5.json", samples=None)
-    (other / "results.json").write_text(json.dumps({"title": "seed5", "results": [extra]}))
-    merged = tmp_path / "merged"
-    res = facerep("report", merged, "--merge", wd, other, cwd=tmp_path)
+
+
+def test_eval_only_splits_a_grid_into_jobs_and_report_merge_joins_them(tmp_path):
+    train = _labelled_folders(tmp_path / "faces" / "train", 6, seed=0)
+    test = _labelled_folders(tmp_path / "faces" / "test", 3, seed=1)
+    cfg = _eval_config(str(train), str(test), protocols=({"name": "core.knn", "params": {"k": 3}}, {"name": "core.knn", "params": {"k": 1}}))
+    cfg["evaluate"][0]["name"], cfg["evaluate"][1]["name"] = "k3", "k1"
+    path = _write(tmp_path / "grid.yaml", cfg)
+    for name in ("k1", "k3"):
+        res = facerep("eval", path, "--only", name, "--work-dir", tmp_path / name, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert {r["name"] for r in json.loads((tmp_path / name / "results.json").read_text())["results"]} == {name}
+    res = facerep("report", tmp_path / "all", "--merge", tmp_path / "k1", tmp_path / "k3", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
-    both = json.loads((merged / "results.json").read_text())["results"]
-    assert len(both) == len(results) + 1 and all((merged / r["subset"]).is_file() for r in both)
-    assert f"| grey | pretrained | {results[0]['protocol']} | 0.2 | 4 |" in (merged / "results.md").read_text()
-    again = facerep("report", merged, "--merge", wd, other, cwd=tmp_path)
-    assert again.returncode == 2 and "already holds results.json" in again.stderr
-    twice = facerep("report", tmp_path / "m2", "--merge", wd, wd, cwd=tmp_path)
-    assert twice.returncode == 2 and "is also in" in twice.stderr and str(wd) in twice.stderr
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())["results"]
+    assert sorted(r["name"] for r in merged) == ["k1", "k3"] and all((tmp_path / "all" / r["subset"]).is_file() for r in merged)
+    assert "| k1 | random init | core.knn |" in (tmp_path / "all" / "results.md").read_text()
+    again = facerep("report", tmp_path / "all", "--merge", tmp_path / "k1", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds results.json" in _error_line(again)
+    twice = facerep("report", tmp_path / "m2", "--merge", tmp_path / "k1", tmp_path / "k1", cwd=tmp_path)
+    assert twice.returncode == 2 and f"is also in {tmp_path / 'k1'}" in _error_line(twice)
+    bad = facerep("eval", path, "--only", "k5", "--dry-run", cwd=tmp_path)
+    assert bad.returncode == 2 and "no evaluate entry named k5 (entries: k3, k1)" in _error_line(bad)
 
 
 def test_eval_config_errors_name_the_entry(tmp_path):

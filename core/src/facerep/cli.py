@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from facerep.run import run
 
     run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
-        evaluate_only=True, weights=args.weights, overwrite=args.overwrite)
+        evaluate_only=True, weights=args.weights, overwrite=args.overwrite, only=args.only or ())
     return 0
 
 
@@ -275,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
     p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
     p.add_argument("--overwrite", action="store_true", help="replace the results the work dir already holds (otherwise refused)")
+    p.add_argument("--only", nargs="+", metavar="ENTRY", help="run only the evaluate entries of these names (one job of a split grid; "
+                   "'facerep report OUT --merge' joins the jobs)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("import-weights",

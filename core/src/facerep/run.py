@@ -153,9 +153,11 @@ def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, w
 
 def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, work_dir: str | Path | None = None,
         resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None,
-        evaluate_only: bool = False, weights: str | None = None, overwrite: bool = False, verbose: bool = False) -> dict[str, Any]:
+        evaluate_only: bool = False, weights: str | None = None, overwrite: bool = False, verbose: bool = False,
+        only: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """``facerep run`` (pretrain and/or evaluate) and ``facerep eval`` (``evaluate_only``: skip the
-    objective; ``weights``: an exported backbone to evaluate).
+    objective; ``weights``: an exported backbone to evaluate; ``only``: the ``evaluate`` entries of
+    these names, to split a grid into jobs that ``facerep report OUT --merge`` joins again).
 
     ``resume``: continue this work dir's run from its latest checkpoint (or the checkpoint path
     given); the config must equal the run's saved ``config.yaml``. ``overwrite``: replace a run the
@@ -166,6 +168,12 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
         if not cfg.evaluate:
             raise ConfigError(f"{config}: no 'evaluate' entries")
         cfg = attrs.evolve(cfg, objective=None, backbone_weights=weights or cfg.backbone_weights)
+    if only:
+        names = [e.name for e in cfg.evaluate]
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise ConfigError(f"{config}: no evaluate entry named {', '.join(unknown)} (entries: {', '.join(dict.fromkeys(names))})")
+        cfg = attrs.evolve(cfg, evaluate=tuple(e for e in cfg.evaluate if e.name in only))
     if resume and cfg.objective is None:
         raise ConfigError(f"--resume: {config} has no 'objective': only pretraining resumes (evaluation reruns)")
     _check_required(cfg, plugins)

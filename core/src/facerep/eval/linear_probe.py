@@ -35,7 +35,7 @@ from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Features
 
 __all__ = ["READOUTS", "RIDGE_ALPHAS", "FittedProbe", "FittedRidge", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe",
-           "fit_ridge", "probe_features", "readout", "standardize"]
+           "fit_ridge", "probe_features", "readout", "row_space", "standardize"]
 
 #: The probe's readouts (``grid<k>`` for any k >= 1, e.g. ``grid2``, ``grid4``).
 READOUTS = ("pooled", "grid<k>", "layers_mean", "cls_mean")
@@ -131,21 +131,35 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tens
     return F.cross_entropy(logits, y)
 
 
+def row_space(x: np.ndarray | torch.Tensor) -> torch.Tensor | None:
+    """Orthonormal columns (D, r) spanning the rows of ``x`` (n, D) when D > n, else None.
+
+    From the eigendecomposition of the Gram matrix ``x x^T = U S^2 U^T`` (``V = x^T U / S``) rather
+    than an SVD of ``x``: for 1,280 x 8,192 features it takes 2.5 s against 30 s here, and the grid
+    search reuses it for every L2. Directions with S below 1e-5 of the largest are dropped (their
+    Gram eigenvalues are at rounding level; their weights would be ~S^2 / l2 of the others')."""
+    xt = torch.as_tensor(x).double()
+    if xt.shape[1] <= xt.shape[0]:
+        return None
+    lam, u = torch.linalg.eigh(xt @ xt.T)
+    keep = lam > lam[-1] * 1e-10
+    return (xt.T @ u[:, keep]) / lam[keep].sqrt()
+
+
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
-               init: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               init: tuple[torch.Tensor, torch.Tensor] | None = None, basis: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,)).
 
     With more feature dimensions than samples (layout-keeping readouts: 800 x 3,840 and more) the
-    problem is solved in the row space of ``x``, which is exact: the penalised optimum satisfies
-    ``2 l2 W = -x^T G`` (G the loss gradient w.r.t. the logits), so W lies in that span
-    (the representer theorem), where ``x W = x' W'`` and ``||W|| = ||W'||`` for orthonormal
-    coordinates ``x' = x V``.
+    problem is solved in the row space of ``x`` (``basis``, from ``row_space(x)`` when not given),
+    which is exact: the penalised optimum satisfies ``2 l2 W = -x^T G`` (G the loss gradient w.r.t.
+    the logits), so W lies in that span (the representer theorem), where ``x W = x' W'`` and
+    ``||W|| = ||W'||`` for orthonormal coordinates ``x' = x V``.
     """
     xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
-    basis = None
-    if xt.shape[1] > xt.shape[0]:
-        _, s, vh = torch.linalg.svd(xt, full_matrices=False)
-        basis = vh[s > s[0] * 1e-10].T  # (D, r), orthonormal columns spanning the rows of x
+    if basis is None:
+        basis = row_space(xt)
+    if basis is not None:
         xt = xt @ basis
         if init is not None:
             init = (basis.T @ init[0], init[1])
@@ -206,9 +220,9 @@ def fit_probe(xtr: np.ndarray, ytr: np.ndarray, p: LinearProbeParams, n_out: int
     n_val = max(1, round(p.val_fraction * len(xtr)))
     val, fit = perm[:n_val], perm[n_val:]
     xf, xv = standardize(xtr[fit], xtr[val], std_floor=p.std_floor)
-    best, best_acc, wb = p.l2_grid[-1], -1.0, None
+    best, best_acc, wb, basis = p.l2_grid[-1], -1.0, None, row_space(xf)
     for l2 in sorted(p.l2_grid, reverse=True):  # strong -> weak, warm-started
-        wb = fit_linear(xf, ytr[fit], l2, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=wb)
+        wb = fit_linear(xf, ytr[fit], l2, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=wb, basis=basis)
         acc = next(iter(_scores(_predict(xv, wb, multilabel), ytr[val], multilabel).values()))
         if acc > best_acc:
             best, best_acc = l2, acc
