@@ -275,7 +275,8 @@ def test_eval_runs_fractions_x_seeds_x_protocols_on_exported_weights_and_report_
 def test_eval_only_splits_a_grid_into_jobs_and_report_merge_joins_them(tmp_path):
     train = _labelled_folders(tmp_path / "faces" / "train", 6, seed=0)
     test = _labelled_folders(tmp_path / "faces" / "test", 3, seed=1)
-    cfg = _eval_config(str(train), str(test), protocols=({"name": "core.knn", "params": {"k": 3}}, {"name": "core.knn", "params": {"k": 1}}))
+    knn = ({"name": "core.knn", "params": {"k": 3}}, {"name": "core.knn", "params": {"k": 1}})
+    cfg = _eval_config(str(train), str(test), protocols=knn)
     cfg["evaluate"][0]["name"], cfg["evaluate"][1]["name"] = "k3", "k1"
     path = _write(tmp_path / "grid.yaml", cfg)
     for name in ("k1", "k3"):

@@ -147,7 +147,8 @@ def row_space(x: np.ndarray | torch.Tensor) -> torch.Tensor | None:
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
-               init: tuple[torch.Tensor, torch.Tensor] | None = None, basis: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               init: tuple[torch.Tensor, torch.Tensor] | None = None,
+               basis: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,)).
 
     With more feature dimensions than samples (layout-keeping readouts: 800 x 3,840 and more) the
