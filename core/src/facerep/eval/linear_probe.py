@@ -131,54 +131,60 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tens
     return F.cross_entropy(logits, y)
 
 
-def row_space(x: np.ndarray | torch.Tensor) -> torch.Tensor | None:
-    """Orthonormal columns (D, r) spanning the rows of ``x`` (n, D) when D > n, else None.
+def row_space(x: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The principal axes of ``x`` (n, D): ``(V, s)`` with orthonormal columns ``V`` (D, r) spanning
+    the rows of ``x`` and ``x V`` having orthogonal columns of norms ``s`` (r,), largest last.
 
-    From the eigendecomposition of the Gram matrix ``x x^T = U S^2 U^T`` (``V = x^T U / S``) rather
-    than an SVD of ``x``: for 1,280 x 8,192 features it takes 2.5 s against 30 s here, and the grid
-    search reuses it for every L2. Directions with S below 1e-5 of the largest are dropped (their
-    Gram eigenvalues are at rounding level; their weights would be ~S^2 / l2 of the others')."""
+    From the eigendecomposition of the smaller Gram matrix: ``x x^T = U S^2 U^T`` (``V = x^T U / S``)
+    when D > n, else ``x^T x = V S^2 V^T``, rather than an SVD of ``x`` (for 1,280 x 8,192 features
+    2.5 s against 30 s here; the grid search reuses it for every L2). Directions with S below 1e-5
+    of the largest are dropped (their Gram eigenvalues are at rounding level; their weights would be
+    ~S^2 / l2 of the others')."""
     xt = torch.as_tensor(x).double()
-    if xt.shape[1] <= xt.shape[0]:
-        return None
-    lam, u = torch.linalg.eigh(xt @ xt.T)
+    wide = xt.shape[1] > xt.shape[0]
+    lam, u = torch.linalg.eigh(xt @ xt.T if wide else xt.T @ xt)
     keep = lam > lam[-1] * 1e-10
-    return (xt.T @ u[:, keep]) / lam[keep].sqrt()
+    lam, u = lam[keep], u[:, keep]
+    return ((xt.T @ u) / lam.sqrt() if wide else u), lam.sqrt()
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
                init: tuple[torch.Tensor, torch.Tensor] | None = None,
-               basis: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,)).
 
-    With more feature dimensions than samples (layout-keeping readouts: 800 x 3,840 and more) the
-    problem is solved in the row space of ``x`` (``basis``, from ``row_space(x)`` when not given),
-    which is exact: the penalised optimum satisfies ``2 l2 W = -x^T G`` (G the loss gradient w.r.t.
-    the logits), so W lies in that span (the representer theorem), where ``x W = x' W'`` and
-    ``||W|| = ||W'||`` for orthonormal coordinates ``x' = x V``.
+    The problem is solved in the principal axes of ``x`` (``basis``, from ``row_space(x)`` when not
+    given), which is exact: the penalised optimum satisfies ``2 l2 W = -x^T G`` (G the loss
+    gradient w.r.t. the logits), so W lies in the row space of ``x`` (the representer theorem), where
+    ``x W = x' W'`` and ``||W|| = ||W'||`` for the coordinates ``x' = x V``. With more dimensions
+    than samples (layout-keeping readouts: 800 x 15,360) that space is also smaller.
+
+    In those axes the objective's Hessian is close to diagonal, ``c s^2 / n + 2 l2`` with ``c`` the
+    loss curvature, so L-BFGS runs on ``v = d * W'``, ``d = sqrt(s^2 / n + 2 l2)`` (``c = 1``,
+    fewest function evaluations of 0.25-16 on real 15,360-d readouts): the same optimum, a Hessian
+    near the identity. Without it the 40-attribute fits on those readouts stopped at ``max_iter``
+    with gradients 40-2,700x the tolerance.
     """
     xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
-    if basis is None:
-        basis = row_space(xt)
-    if basis is not None:
-        xt = xt @ basis
-        if init is not None:
-            init = (basis.T @ init[0], init[1])
-    w = torch.zeros(xt.shape[1], n_out, dtype=torch.float64) if init is None else init[0].clone()
-    b = torch.zeros(n_out, dtype=torch.float64) if init is None else init[1].clone()
+    v_axes, s = row_space(xt) if basis is None else basis
+    d = (s * s / len(xt) + 2.0 * l2).sqrt()  # s^2 / n: the variance of x along each axis
+    z = (xt @ v_axes) / d  # x' diag(1 / d): the columns of the preconditioned design
+    if init is None:
+        w, b = torch.zeros(len(s), n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.float64)
+    else:
+        w, b = (v_axes.T @ init[0]) * d[:, None], init[1].clone()
     w.requires_grad_(True)
     b.requires_grad_(True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = _loss(xt @ w + b, yt, multilabel) + l2 * (w * w).sum()
+        loss = _loss(z @ w + b, yt, multilabel) + l2 * ((w / d[:, None]) ** 2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    w = w.detach()
-    return (w if basis is None else basis @ w), b.detach()
+    return v_axes @ (w.detach() / d[:, None]), b.detach()
 
 
 def _predict(x: np.ndarray, wb: tuple[torch.Tensor, torch.Tensor], multilabel: bool) -> np.ndarray:
