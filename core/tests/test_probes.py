@@ -135,6 +135,19 @@ def test_weak_l2_wide_fit_converges_within_a_small_iteration_budget():
     assert 0 <= budget - best < 1e-5
 
 
+def test_fit_probe_refit_is_the_optimum_on_the_whole_split_at_the_chosen_l2():
+    # the refit starts from the validation fit re-expressed for the whole split's standardisation;
+    # wherever it starts, it must end at the whole split's optimum
+    from facerep.eval.linear_probe import fit_probe
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(150, 60)) * np.linspace(0.5, 5, 60) + rng.normal(size=60) * 3).astype(np.float32)
+    y = (x[:, :3] @ rng.normal(size=(3, 4)) + rng.gumbel(size=(150, 4))).argmax(1)
+    probe = fit_probe(x, y, LinearProbeParams(l2_grid=(1e-3, 1e-1)), 4)
+    xa = ((x - probe.mean) / probe.std).astype(np.float32)
+    assert _objective(xa, y, probe.w, probe.b, probe.info["l2"], False)[1] < 1e-5
+
+
 def _ridge_by_hand(z: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
     """min ||y - b - z w||^2 + lam ||w||^2 with an unpenalised intercept, by the normal equations."""
     zm, ym = z.mean(0), y.mean(0)

@@ -34,8 +34,8 @@ from facerep.errors import ConfigError
 from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Features
 
-__all__ = ["READOUTS", "RIDGE_ALPHAS", "FittedProbe", "FittedRidge", "LinearProbe", "LinearProbeParams", "fit_linear", "fit_probe",
-           "fit_ridge", "probe_features", "readout", "row_space", "standardize"]
+__all__ = ["READOUTS", "RIDGE_ALPHAS", "FittedProbe", "FittedRidge", "LinearProbe", "LinearProbeParams", "PrincipalAxes",
+           "fit_linear", "fit_probe", "fit_ridge", "principal_axes", "probe_features", "readout", "standardize"]
 
 #: The probe's readouts (``grid<k>`` for any k >= 1, e.g. ``grid2``, ``grid4``).
 READOUTS = ("pooled", "grid<k>", "layers_mean", "cls_mean")
@@ -131,30 +131,53 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, multilabel: bool) -> torch.Tens
     return F.cross_entropy(logits, y)
 
 
-def row_space(x: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The principal axes of ``x`` (n, D): ``(V, s)`` with orthonormal columns ``V`` (D, r) spanning
-    the rows of ``x`` and ``x V`` having orthogonal columns of norms ``s`` (r,), largest last.
+@attrs.frozen
+class PrincipalAxes:
+    """The principal axes of features ``x`` (n, D): orthonormal ``V`` (D, r) spanning the rows of
+    ``x``, the coordinates ``x V`` (n, r, orthogonal columns of norms ``s``). With D > n, ``V`` is
+    never formed: ``V = x^T U / s`` with ``U = x V / s``, so maps to and from D dimensions go
+    through ``x`` (n x D x k work instead of n x D x r)."""
 
-    From the eigendecomposition of the smaller Gram matrix: ``x x^T = U S^2 U^T`` (``V = x^T U / S``)
-    when D > n, else ``x^T x = V S^2 V^T``, rather than an SVD of ``x`` (for 1,280 x 8,192 features
-    2.5 s against 30 s here; the grid search reuses it for every L2). Directions with S below 1e-5
-    of the largest are dropped (their Gram eigenvalues are at rounding level; their weights would be
-    ~S^2 / l2 of the others')."""
+    coords: torch.Tensor  # x V, (n, r)
+    s: torch.Tensor  # (r,)
+    x: torch.Tensor | None = None  # D > n: the features themselves
+    v: torch.Tensor | None = None  # D <= n: V
+
+    def to_features(self, w: torch.Tensor) -> torch.Tensor:
+        """``V w``: weights on the axes (r, k) as weights on the features (D, k)."""
+        if self.v is not None:
+            return self.v @ w
+        return self.x.T @ (self.coords @ (w / (self.s * self.s)[:, None]))
+
+    def to_axes(self, w: torch.Tensor) -> torch.Tensor:
+        """``V^T w``: weights on the features (D, k) as weights on the axes (r, k)."""
+        if self.v is not None:
+            return self.v.T @ w
+        return (self.coords / (self.s * self.s)).T @ (self.x @ w)
+
+
+def principal_axes(x: np.ndarray | torch.Tensor) -> PrincipalAxes:
+    """:class:`PrincipalAxes` of ``x`` from the eigendecomposition of the smaller Gram matrix:
+    ``x x^T = U S^2 U^T`` (``x V = U S``) when D > n, else ``x^T x = V S^2 V^T``, rather than an SVD
+    of ``x`` (for 1,280 x 8,192 features 2.5 s against 30 s here; the grid search reuses it for
+    every L2). Directions with S below 1e-5 of the largest are dropped (their Gram eigenvalues are
+    at rounding level; their weights would be ~S^2 / l2 of the others')."""
     xt = torch.as_tensor(x).double()
     wide = xt.shape[1] > xt.shape[0]
     lam, u = torch.linalg.eigh(xt @ xt.T if wide else xt.T @ xt)
     keep = lam > lam[-1] * 1e-10
     lam, u = lam[keep], u[:, keep]
-    return ((xt.T @ u) / lam.sqrt() if wide else u), lam.sqrt()
+    s = lam.sqrt()
+    return PrincipalAxes(u * s, s, x=xt) if wide else PrincipalAxes(xt @ u, s, v=u)
 
 
 def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabel: bool, max_iter: int = 300,
                init: tuple[torch.Tensor, torch.Tensor] | None = None,
-               basis: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               axes: PrincipalAxes | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimise mean loss + l2 * ||W||^2 with L-BFGS; returns (W (D, n_out), b (n_out,)).
 
-    The problem is solved in the principal axes of ``x`` (``basis``, from ``row_space(x)`` when not
-    given), which is exact: the penalised optimum satisfies ``2 l2 W = -x^T G`` (G the loss
+    The problem is solved in the principal axes of ``x`` (``axes``, from ``principal_axes(x)`` when
+    not given), which is exact: the penalised optimum satisfies ``2 l2 W = -x^T G`` (G the loss
     gradient w.r.t. the logits), so W lies in the row space of ``x`` (the representer theorem), where
     ``x W = x' W'`` and ``||W|| = ||W'||`` for the coordinates ``x' = x V``. With more dimensions
     than samples (layout-keeping readouts: 800 x 15,360) that space is also smaller.
@@ -165,14 +188,15 @@ def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabe
     near the identity. Without it the 40-attribute fits on those readouts stopped at ``max_iter``
     with gradients 40-2,700x the tolerance.
     """
-    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
-    v_axes, s = row_space(xt) if basis is None else basis
-    d = (s * s / len(xt) + 2.0 * l2).sqrt()  # s^2 / n: the variance of x along each axis
-    z = (xt @ v_axes) / d  # x' diag(1 / d): the columns of the preconditioned design
+    yt = torch.from_numpy(y)
+    axes = principal_axes(x) if axes is None else axes
+    s = axes.s
+    d = (s * s / len(yt) + 2.0 * l2).sqrt()  # s^2 / n: the variance of x along each axis
+    z = axes.coords / d  # x' diag(1 / d): the columns of the preconditioned design
     if init is None:
         w, b = torch.zeros(len(s), n_out, dtype=torch.float64), torch.zeros(n_out, dtype=torch.float64)
     else:
-        w, b = (v_axes.T @ init[0]) * d[:, None], init[1].clone()
+        w, b = axes.to_axes(init[0]) * d[:, None], init[1].clone()
     w.requires_grad_(True)
     b.requires_grad_(True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
@@ -184,7 +208,7 @@ def fit_linear(x: np.ndarray, y: np.ndarray, l2: float, *, n_out: int, multilabe
         return loss
 
     opt.step(closure)
-    return v_axes @ (w.detach() / d[:, None]), b.detach()
+    return axes.to_features(w.detach() / d[:, None]), b.detach()
 
 
 def _predict(x: np.ndarray, wb: tuple[torch.Tensor, torch.Tensor], multilabel: bool) -> np.ndarray:
@@ -227,15 +251,20 @@ def fit_probe(xtr: np.ndarray, ytr: np.ndarray, p: LinearProbeParams, n_out: int
     n_val = max(1, round(p.val_fraction * len(xtr)))
     val, fit = perm[:n_val], perm[n_val:]
     xf, xv = standardize(xtr[fit], xtr[val], std_floor=p.std_floor)
-    best, best_acc, wb, basis = p.l2_grid[-1], -1.0, None, row_space(xf)
+    best, best_acc, wb, best_wb, axes = p.l2_grid[-1], -1.0, None, None, principal_axes(xf)
     for l2 in sorted(p.l2_grid, reverse=True):  # strong -> weak, warm-started
-        wb = fit_linear(xf, ytr[fit], l2, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=wb, basis=basis)
+        wb = fit_linear(xf, ytr[fit], l2, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=wb, axes=axes)
         acc = next(iter(_scores(_predict(xv, wb, multilabel), ytr[val], multilabel).values()))
         if acc > best_acc:
-            best, best_acc = l2, acc
+            best, best_acc, best_wb = l2, acc, wb
     mean, std = feature_stats(xtr, p.std_floor)
     xa = ((xtr - mean) / std).astype(np.float32)
-    w, b = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter)
+    # the refit starts from the chosen fit, re-expressed exactly for the whole split's standardisation
+    mean_f, std_f = (torch.from_numpy(np.asarray(a, np.float64)) for a in feature_stats(xtr[fit], p.std_floor))
+    w_f, b_f = best_wb
+    init = (w_f * (torch.from_numpy(np.asarray(std, np.float64)) / std_f)[:, None],
+            b_f + ((torch.from_numpy(np.asarray(mean, np.float64)) - mean_f) / std_f) @ w_f)
+    w, b = fit_linear(xa, ytr, best, n_out=n_out, multilabel=multilabel, max_iter=p.max_iter, init=init)
     info = {"l2": best, "val_score": best_acc, "n_train": float(len(xtr)), "dim": float(xtr.shape[1])}
     return FittedProbe(mean, std, w, b, multilabel, info)
 
