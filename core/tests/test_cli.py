@@ -296,6 +296,50 @@ def test_eval_only_splits_a_grid_into_jobs_and_report_merge_joins_them(tmp_path)
     assert bad.returncode == 2 and "no evaluate entry named k5 (entries: k3, k1)" in _error_line(bad)
 
 
+def test_a_killed_grid_keeps_every_run_it_printed_and_report_merge_reads_them(tmp_path):
+    import signal
+
+    train = _labelled_folders(tmp_path / "faces" / "train", 6, seed=0)
+    test = _labelled_folders(tmp_path / "faces" / "test", 3, seed=1)
+    cfg = _eval_config(str(train), str(test))
+    cfg["evaluate"][0].update(name="long", fractions=[0.5, 1.0], seeds=list(range(8)))
+    path = _write(tmp_path / "grid.yaml", cfg)
+    wd = tmp_path / "killed"
+    proc = subprocess.Popen([*FACEREP, "eval", str(path), "--work-dir", str(wd)], cwd=tmp_path, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    shown = []
+    for line in proc.stdout:
+        if line.startswith("[eval]"):
+            shown.append(line)
+            if len(shown) == 2:
+                proc.send_signal(signal.SIGKILL)
+                break
+    proc.wait()
+    proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL and not (wd / "results.json").exists()
+    kept = [json.loads(line) for line in (wd / "results.jsonl").read_text().splitlines()]
+    assert 2 <= len(kept) < 16 and [(r["fraction"], r["seed"]) for r in kept[:2]] == [(0.5, 0), (0.5, 1)]
+    with open(wd / "results.jsonl", "a") as fh:
+        fh.write('{"name": "long", "proto')  # a record cut off by the kill is dropped, the others are kept
+    res = facerep("report", wd, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"unfinished: {len(kept)} runs from results.jsonl" in res.stdout and not (wd / "results.json").exists()
+    assert "| long | random init | core.knn | 0.5 | 6 |" in (wd / "results.md").read_text()
+    again = facerep("eval", path, "--work-dir", wd, cwd=tmp_path)
+    assert again.returncode == 2 and "results.jsonl" in _error_line(again)  # its records are not overwritten unasked
+    cfg["evaluate"][0].update(name="short", seeds=[0])
+    done = facerep("eval", _write(tmp_path / "short.yaml", cfg), "--work-dir", tmp_path / "short", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    merged = facerep("report", tmp_path / "all", "--merge", wd, tmp_path / "short", cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr[-2000:]
+    summary = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert len(summary["results"]) == len(kept) + 2 and summary["unfinished_sources"] == [str(wd)]
+    assert f"unfinished jobs, their records so far: {wd}" in (tmp_path / "all" / "results.md").read_text()
+    (wd / "results.jsonl").write_text('{"bad"\n{"name": "x"}\n')
+    bad = facerep("report", wd, cwd=tmp_path)
+    assert bad.returncode == 2 and "results.jsonl, line 1: not valid JSON" in _error_line(bad)
+
+
 def test_eval_config_errors_name_the_entry(tmp_path):
     cfg = _eval_config("a", "b")
     cfg["evaluate"][0]["fractions"] = [0.0]

@@ -44,7 +44,7 @@ LOCK_FILE = ".facerep.lock"
 LAST = "last_checkpoint"
 #: Files a run writes; ``--overwrite`` removes exactly these (and checkpoints), nothing else.
 RUN_FILES = ("config.yaml", "plugins.json", "environment.json", LAST, "backbone.safetensors", "backbone.json",
-             "results.json", "results.md")
+             "results.json", "results.jsonl", "results.md")
 #: Config fields that may change between a run and its resume: they do not change what is trained.
 RESUME_MAY_CHANGE = ("work_dir", "evaluate", "compare_random_init", "train.num_workers", "train.log_every", "train.log_backends",
                      "train.checkpoint_every", "train.keep_checkpoints")
@@ -123,7 +123,7 @@ def holds_run(path: Path) -> list[str]:
     """What in ``path`` belongs to an earlier run (empty: nothing)."""
     if not path.is_dir():
         return []
-    names = [n for n in ("config.yaml", "backbone.safetensors", "results.json") if (path / n).exists()]
+    names = [n for n in ("config.yaml", "backbone.safetensors", "results.json", "results.jsonl") if (path / n).exists()]
     return names + [p.name for p in checkpoints(path)]
 
 

@@ -4,6 +4,10 @@ fraction, one line per protocol and weights) and, when random-init records sit b
 gap to them per few-shot fraction (``gap_rows``; ``plots/gap_to_random_init.png``: FRL's low-data
 question, does pretraining help more when labels are scarcer). ``facerep report DIR`` renders them
 again from ``results.json``; ``facerep report OUT --merge DIR...`` makes one report of several.
+
+``results.jsonl`` holds the same records, one line each, appended as each run lands: a grid killed
+after hours keeps what it measured, and ``facerep report`` / ``--merge`` read it where
+``results.json`` (written when the grid ends) is missing.
 """
 
 from __future__ import annotations
@@ -15,9 +19,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["gap_rows", "merge_reports", "render_report", "summary_rows", "write_report"]
+__all__ = ["RECORDS", "append_record", "gap_rows", "merge_reports", "render_report", "summary_rows", "write_report"]
 
 BASELINE = "random init"
+#: Records as they land, one JSON object per line (see the module docstring).
+RECORDS = "results.jsonl"
+
+
+def append_record(out_dir: Path, record: dict[str, Any]) -> None:
+    """Append one finished run's record to ``out_dir/results.jsonl`` (flushed at once)."""
+    with open(Path(out_dir) / RECORDS, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
 
 
 def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -158,10 +170,11 @@ def _gap_plot(out_dir: Path, rows: list[dict[str, Any]], plt: Any) -> str | None
     return str(path.relative_to(out_dir))
 
 
-def write_report(out_dir: Path, title: str, summary: dict[str, Any]) -> str:
-    """``results.json`` + plots + ``results.md``; returns the Markdown."""
+def write_report(out_dir: Path, title: str, summary: dict[str, Any], *, save_json: bool = True) -> str:
+    """``results.json`` (unless ``save_json`` is false) + plots + ``results.md``; returns the Markdown."""
     out_dir = Path(out_dir)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    if save_json:
+        (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
     records = summary.get("results", [])
     plots = _plots(out_dir, records) if records else []
     text = _markdown(title, records, plots)
@@ -170,21 +183,46 @@ def write_report(out_dir: Path, title: str, summary: dict[str, Any]) -> str:
 
 
 def _read_results(out_dir: Path) -> dict[str, Any]:
+    """``results.json``; where a run did not finish, its records so far from ``results.jsonl``
+    (the summary then has ``"unfinished": True``)."""
     from facerep.errors import ConfigError
 
     path = out_dir / "results.json"
     if not path.is_file():
-        raise ConfigError(f"{out_dir}: no results.json (not an evaluation work dir)")
+        if (out_dir / RECORDS).is_file():
+            return {"work_dir": str(out_dir), "title": out_dir.name, "unfinished": True, "results": _read_records(out_dir / RECORDS)}
+        raise ConfigError(f"{out_dir}: no results.json or {RECORDS} (not an evaluation work dir)")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON: {exc}") from None
 
 
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    from facerep.errors import ConfigError
+
+    lines = path.read_text(encoding="utf-8").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # the line being written when the run was killed: that run is lost, not the others
+                break
+            raise ConfigError(f"{path}, line {i}: not valid JSON: {exc}") from None
+    return records
+
+
 def render_report(out_dir: str | Path) -> str:
-    """Render ``results.md`` and the plots again from ``results.json``."""
+    """Render ``results.md`` and the plots again from ``results.json``; for a run that did not
+    finish, from the records in ``results.jsonl`` (``results.json`` is then left unwritten)."""
     out_dir = Path(out_dir)
     summary = _read_results(out_dir)
+    if summary.get("unfinished"):
+        title = f"{summary['title']} (unfinished: {len(summary['results'])} runs from {RECORDS})"
+        return write_report(out_dir, title, summary, save_json=False)
     return write_report(out_dir, summary.get("title", out_dir.name), summary)
 
 
@@ -201,8 +239,12 @@ def merge_reports(out_dir: str | Path, sources: list[str | Path], overwrite: boo
         raise ConfigError(f"{out_dir}: already holds results.json (--overwrite replaces it)")
     records: list[dict[str, Any]] = []
     seen: dict[tuple, Path] = {}
+    unfinished = []
     for src in map(Path, sources):
-        for r in _read_results(src).get("results", []):
+        found = _read_results(src)
+        if found.get("unfinished"):
+            unfinished.append(str(src))
+        for r in found.get("results", []):
             key = (r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), r["seed"])
             if key in seen:
                 raise ConfigError(f"{src}: run {key} is also in {seen[key]}; merge disjoint grids")
@@ -210,5 +252,8 @@ def merge_reports(out_dir: str | Path, sources: list[str | Path], overwrite: boo
             moved = {k: os.path.relpath(src / r[k], out_dir) for k in ("subset", "samples", "model") if r.get(k)}
             records.append({**r, **moved})
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"work_dir": str(out_dir), "title": out_dir.name, "merged_from": [str(s) for s in sources], "results": records}
-    return write_report(out_dir, summary["title"], summary)
+    title = out_dir.name + (f" (unfinished jobs, their records so far: {', '.join(unfinished)})" if unfinished else "")
+    summary = {"work_dir": str(out_dir), "title": title, "merged_from": [str(s) for s in sources], "results": records}
+    if unfinished:
+        summary["unfinished_sources"] = unfinished
+    return write_report(out_dir, title, summary)

@@ -22,6 +22,7 @@ from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.eval.fewshot import fraction_subset, identity_subset
 from facerep.eval.protocols import feature_cache
+from facerep.eval.report import append_record
 from facerep.plugins import PluginSet
 
 __all__ = ["evaluate_entries", "few_shot_indices", "protocol_labels", "set_backbone_layers"]
@@ -208,7 +209,8 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                     drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
                     if drawn:
                         record["samples"] = str(Path(drawn).relative_to(out_dir))
+                records.append(record)
+                append_record(out_dir, record)  # on disk before it is printed: a killed grid keeps every run it showed
                 print(f"[eval] {name} | {proto_name} | {weights} | fraction {fraction:g} seed {seed} | "
                       f"{task.primary_metric} {record['metrics'].get(task.primary_metric, float('nan')):.4f} | {seconds}s", flush=True)
-                records.append(record)
     return records
