@@ -319,7 +319,10 @@ def test_a_killed_grid_keeps_every_run_it_printed_and_report_merge_reads_them(tm
     assert proc.returncode == -signal.SIGKILL and not (wd / "results.json").exists()
     kept = [json.loads(line) for line in (wd / "results.jsonl").read_text().splitlines()]
     assert 2 <= len(kept) < 16 and [(r["fraction"], r["seed"]) for r in kept[:2]] == [(0.5, 0), (0.5, 1)]
+    metric = kept[0]["primary"]
+    rerun = dict(kept[0], metrics={**kept[0]["metrics"], metric: 0.125})
     with open(wd / "results.jsonl", "a") as fh:
+        fh.write(json.dumps(rerun) + "\n")  # the same run again (a resumed `facerep run`): the later record counts
         fh.write('{"name": "long", "proto')  # a record cut off by the kill is dropped, the others are kept
     res = facerep("report", wd, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -334,6 +337,7 @@ def test_a_killed_grid_keeps_every_run_it_printed_and_report_merge_reads_them(tm
     assert merged.returncode == 0, merged.stderr[-2000:]
     summary = json.loads((tmp_path / "all" / "results.json").read_text())
     assert len(summary["results"]) == len(kept) + 2 and summary["unfinished_sources"] == [str(wd)]
+    assert [r["metrics"][metric] for r in summary["results"] if r["name"] == "long" and (r["fraction"], r["seed"]) == (0.5, 0)] == [0.125]
     assert f"unfinished jobs, their records so far: {wd}" in (tmp_path / "all" / "results.md").read_text()
     (wd / "results.jsonl").write_text('{"bad"\n{"name": "x"}\n')
     bad = facerep("report", wd, cwd=tmp_path)

@@ -212,7 +212,12 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
             if i == len(lines):  # the line being written when the run was killed: that run is lost, not the others
                 break
             raise ConfigError(f"{path}, line {i}: not valid JSON: {exc}") from None
-    return records
+    latest = {_run_key(r): r for r in records}  # a resumed run evaluates again: its later record of a run counts
+    return list(latest.values())
+
+
+def _run_key(r: dict[str, Any]) -> tuple:
+    return (r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), r["seed"])
 
 
 def render_report(out_dir: str | Path) -> str:
@@ -245,7 +250,7 @@ def merge_reports(out_dir: str | Path, sources: list[str | Path], overwrite: boo
         if found.get("unfinished"):
             unfinished.append(str(src))
         for r in found.get("results", []):
-            key = (r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), r["seed"])
+            key = _run_key(r)
             if key in seen:
                 raise ConfigError(f"{src}: run {key} is also in {seen[key]}; merge disjoint grids")
             seen[key] = src
