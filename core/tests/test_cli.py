@@ -342,6 +342,10 @@ def test_a_killed_grid_keeps_every_run_it_printed_and_report_merge_reads_them(tm
     (wd / "results.jsonl").write_text('{"bad"\n{"name": "x"}\n')
     bad = facerep("report", wd, cwd=tmp_path)
     assert bad.returncode == 2 and "results.jsonl, line 1: not valid JSON" in _error_line(bad)
+    (wd / "results.jsonl").write_text(json.dumps(kept[0]) + '\n{"name": "x"}\n')
+    bad = facerep("report", wd, cwd=tmp_path)
+    assert bad.returncode == 2
+    assert "results.jsonl, line 2: not an evaluation record (no protocol, weights, fraction, seed)" in _error_line(bad)
 
 
 def test_eval_config_errors_name_the_entry(tmp_path):

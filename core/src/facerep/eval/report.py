@@ -207,13 +207,20 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             if i == len(lines):  # the line being written when the run was killed: that run is lost, not the others
                 break
             raise ConfigError(f"{path}, line {i}: not valid JSON: {exc}") from None
+        missing = [k for k in _RUN_FIELDS if k not in record] if isinstance(record, dict) else list(_RUN_FIELDS)
+        if missing:
+            raise ConfigError(f"{path}, line {i}: not an evaluation record (no {', '.join(missing)})")
+        records.append(record)
     latest = {_run_key(r): r for r in records}  # a resumed run evaluates again: its later record of a run counts
     return list(latest.values())
+
+
+_RUN_FIELDS = ("name", "protocol", "weights", "fraction", "seed")
 
 
 def _run_key(r: dict[str, Any]) -> tuple:
