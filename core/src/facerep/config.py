@@ -232,15 +232,28 @@ class TrainConfig:
     """Pretraining: steps, batch, precision, optimizer and schedule, logging and checkpoints.
 
     Attributes:
-        max_steps: optimizer steps to train for.
-        batch_size: samples per process and step (the global batch is this times the world size).
+        max_steps: optimizer steps to train for (the schedules count these).
+        batch_size: samples per process and forward pass (a micro-batch when ``accumulate_steps``
+            > 1); the global batch of one optimizer step is ``batch_size * accumulate_steps *
+            world size``, and ``optimizer.lr_reference_batch`` scales by that.
+        accumulate_steps: micro-batches per optimizer step (gradient accumulation). Each
+            micro-batch is its own forward and backward (BatchNorm and in-batch negatives see
+            ``batch_size`` per process), the loss is divided by ``accumulate_steps`` so that the
+            gradient is the mean over the step's samples, DDP all-reduces once per step, and
+            objectives with ``after_micro_batch`` (API 1.4) update per-forward state (queues,
+            momentum encoders) after each micro-batch as their official code does.
         num_workers: data-loading worker processes (0: load in the main process).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 with a loss scaler).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 with a dynamic loss scaler,
+            torch's GradScaler, as the official runs' apex O1 / ``torch.cuda.amp``). fp16 also runs
+            on CPU (slowly: it is there to test the scaled path); bf16 is the CPU choice.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         launcher: ``none`` (one process) or ``pytorch`` (torchrun).
         optimizer: the optimizer and its learning rate.
         schedule: warm-up and cosine decay of the learning rate (and optionally the weight decay).
-        grad_clip: clip the gradient norm to this value (None: no clipping).
+        grad_clip: clip gradients to this norm (None: no clipping).
+        grad_clip_mode: ``global``: the norm of all gradients together (torch's
+            ``clip_grad_norm_``); ``per_tensor``: each parameter tensor's gradient to that norm on
+            its own (DINO's and LAFS's ``clip_gradients``, ``dino/utils.py:132-142``).
         channels_last: use the channels-last memory format (faster convolutions on GPU).
         sync_bn: BatchNorm statistics over the global batch of a multi-process run (FRL pretrains
             with SyncBN; torch's SyncBatchNorm on CUDA, ``facerep.engine.sync_bn`` on CPU / gloo);
@@ -254,7 +267,8 @@ class TrainConfig:
     """
 
     max_steps: int = attrs.field(default=100, validator=positive)
-    batch_size: int = attrs.field(default=32, validator=positive)  # per process
+    batch_size: int = attrs.field(default=32, validator=positive)  # per process and forward
+    accumulate_steps: int = attrs.field(default=1, validator=at_least(1))
     num_workers: int = attrs.field(default=0, validator=non_negative)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -262,6 +276,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     schedule: LRSchedule = LRSchedule()
     grad_clip: float | None = attrs.field(default=None, validator=positive)
+    grad_clip_mode: Literal["global", "per_tensor"] = "global"
     channels_last: bool = True
     sync_bn: bool = False
     log_every: int = attrs.field(default=10, validator=at_least(1))

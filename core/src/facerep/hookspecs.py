@@ -42,8 +42,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: params classes (``facerep.config.positive`` ...), ``facerep.data.io``; 1.2 view transforms may return
 #: ``facerep.types.Views`` (images + per-sample ``extras`` passed as ``Objective.forward(views,
 #: extras=...)``), optional ``Objective.manifest()``; 1.3 ``facerep.prototypes`` (self-distillation
-#: over learnable prototypes: head, loss, centre). See CHANGELOG.md.
-API_VERSION = "1.3"
+#: over learnable prototypes: head, loss, centre); 1.4 optional ``Objective.after_micro_batch`` (gradient
+#: accumulation, ``train.accumulate_steps``). See CHANGELOG.md.
+API_VERSION = "1.4"
 
 
 @hookspec

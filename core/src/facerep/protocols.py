@@ -73,13 +73,25 @@ class Objective(typing.Protocol):
     It owns everything besides the backbone: projectors, prototypes, momentum encoders, queues.
     The runner calls, per step::
 
-        loss_out = objective(views)                 # views: list of (B, 3, h_v, w_v) float tensors
-        loss_out = objective(views, extras=extras)  # instead, when the view transform returns Views
-                                                    # with extras: {name: (B, ...) tensor}, dtype kept
-        loss_out.loss.backward()
-        objective.before_optimizer_step(step)       # e.g. drop prototype gradients early on
+        for j in range(k):                              # k = train.accumulate_steps micro-batches (usually 1)
+            loss_out = objective(views_j)               # views: list of (B, 3, h_v, w_v) float tensors
+            loss_out = objective(views_j, extras=extras_j)  # instead, when the view transform returns
+                                                        # Views with extras: {name: (B, ...) tensor}, dtype kept
+            (loss_out.loss / k).backward()
+            objective.after_micro_batch(step, j, k)     # optional (API 1.4): per-forward state
+        objective.before_optimizer_step(step)           # e.g. drop prototype gradients early on
         optimizer.step()
         objective.after_optimizer_step(step, max_steps)  # momentum/EMA updates, queues
+
+    Optional (API 1.4): ``after_micro_batch(step, micro, n_micro)``, called after each forward +
+    backward of a step (``micro`` = 0 .. ``n_micro - 1``; ``n_micro`` = ``train.accumulate_steps``),
+    before ``before_optimizer_step``. For state that the method's own code updates in every
+    forward: enqueue this micro-batch's keys (MoCo, SwAV), commit a teacher centre (DINO), or move
+    a momentum encoder once more towards the (unchanged) online weights between micro-batches (MoCo
+    and MCF update theirs at the start of every forward, so ``k`` times per optimizer step). An
+    objective without it keeps working; with ``k > 1`` the runner warns that its per-step updates
+    see the step, not each micro-batch. No hook runs in the middle of a step at a checkpoint:
+    checkpoints fall between optimizer steps.
 
     ``exported_backbone()`` names the weights that are "the pretrained backbone" (the student,
     or a teacher for self-distillation methods).

@@ -197,6 +197,12 @@ class PrototypeDistillation(nn.Module):
             self.head.cancel_prototype_gradients()
 
     @torch.no_grad()
+    def after_micro_batch(self, step: int, micro: int, n_micro: int) -> None:
+        """DINO's loss updates the centre in every call (``main_dino.py:390-400``): each
+        micro-batch's teacher outputs move it before the next forward."""
+        self.centre.commit()
+
+    @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         from facerep.engine.ema import cosine_momentum, momentum_update
 

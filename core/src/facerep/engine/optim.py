@@ -11,7 +11,7 @@ from torch import nn
 from facerep.config import TrainConfig
 from facerep.errors import ConfigError
 
-__all__ = ["build_optim_wrapper", "build_schedulers", "param_groups"]
+__all__ = ["LossScaledOptimWrapper", "build_optim_wrapper", "build_schedulers", "clip_grad_norm_per_tensor_", "param_groups"]
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *,
@@ -70,11 +70,41 @@ def build_optim_wrapper(model: nn.Module, cfg: TrainConfig, global_batch: int, d
         optimizer = Lars(groups, lr=lr, momentum=opt.momentum, trust_coeff=opt.trust_coefficient, trust_clip=False, always_adapt=True)
     clip = {"max_norm": cfg.grad_clip} if cfg.grad_clip else None
     if cfg.precision == "fp16":
-        if device_type != "cuda":
-            raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
-        return AmpOptimWrapper(optimizer=optimizer, dtype="float16", clip_grad=clip), lr
-    # bf16 needs no loss scaling: the model's autocast context handles it (also on CPU).
-    return OptimWrapper(optimizer=optimizer, clip_grad=clip), lr
+        wrapper: OptimWrapper = LossScaledOptimWrapper(optimizer=optimizer, clip_grad=clip, device_type=device_type)
+    else:  # fp32, or bf16 (no loss scaling: the model's autocast context handles it, also on CPU)
+        wrapper = OptimWrapper(optimizer=optimizer, clip_grad=clip)
+    if clip and cfg.grad_clip_mode == "per_tensor":
+        wrapper.clip_func = clip_grad_norm_per_tensor_
+    return wrapper, lr
+
+
+@torch.no_grad()
+def clip_grad_norm_per_tensor_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale each tensor's gradient to norm <= ``max_norm`` on its own (``train.grad_clip_mode:
+    per_tensor``), as DINO's ``clip_gradients`` (``dino/utils.py:132-142``), which LAFS copies:
+    ``g <- g * min(1, max_norm / (||g|| + 1e-6))``. Returns the largest norm before clipping."""
+    grads = [p.grad for p in params]
+    norms = torch._foreach_norm(grads)
+    scales = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
+    torch._foreach_mul_(grads, scales)
+    return torch.stack(norms).max()
+
+
+class LossScaledOptimWrapper(AmpOptimWrapper):
+    """fp16 with torch's dynamic loss scaler (``torch.amp.GradScaler``) on CUDA or CPU.
+
+    mmengine's :class:`AmpOptimWrapper` refuses to be built without an accelerator and autocasts
+    in its ``optim_context``; this subclass keeps its scaled ``backward``, unscale-clip-step and
+    scaler state in checkpoints, takes the scaler for ``device_type``, and leaves autocast to
+    :meth:`facerep.engine.model.PretrainModel.autocast` (one place for fp16 and bf16)."""
+
+    def __init__(self, *, device_type: str, **kwargs: Any) -> None:
+        OptimWrapper.__init__(self, **kwargs)  # skips AmpOptimWrapper's CUDA-only assertion
+        self._scale_update_param = None
+        self.loss_scaler = torch.amp.GradScaler(device_type)
+        self.cast_dtype = None
+
+    optim_context = OptimWrapper.optim_context
 
 
 def build_schedulers(cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:

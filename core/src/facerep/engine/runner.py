@@ -204,15 +204,15 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
     backbone = build(backbone_r)
     objective = build(objective_r, backbone=backbone)
     manifest = objective.manifest() if hasattr(objective, "manifest") else {}  # optional, API 1.2
-    model = PretrainModel(objective, precision=t.precision, channels_last=t.channels_last).to(device)
+    model = PretrainModel(objective, precision=t.precision, channels_last=t.channels_last, accumulate_steps=t.accumulate_steps).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
     stream = ViewStream(dataset, objective.view_transform(), seed=cfg.seed)
     loader = DataLoader(
         stream,
-        batch_size=t.batch_size,
-        sampler=StreamSampler(t.batch_size, rank, world, total_steps=t.max_steps),
+        batch_size=t.batch_size * t.accumulate_steps,  # one loader batch per optimizer step, split by the train step
+        sampler=StreamSampler(t.batch_size, rank, world, total_steps=t.max_steps, accumulate_steps=t.accumulate_steps),
         num_workers=t.num_workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
@@ -224,7 +224,10 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         # global RNG (a resumed session creates one more iterator than an uninterrupted run)
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    global_batch = t.batch_size * world
+    global_batch = t.batch_size * t.accumulate_steps * world  # samples per optimizer step
+    if t.accumulate_steps > 1 and not hasattr(objective, "after_micro_batch") and rank == 0:
+        print(f"facerep: warning: {objective_r.spec.name} has no after_micro_batch (API 1.4): state it updates after the optimizer "
+              f"step (queues, momentum encoders) follows the step, not each of the {t.accumulate_steps} micro-batches")
     if t.sync_bn and world > 1:
         from facerep.engine.sync_bn import convert_sync_batchnorm
 
@@ -236,7 +239,8 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         model = PretrainDDP(module=model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     if rank == 0:  # the effective batch and lr, before mmengine's logger exists
-        print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}), peak lr {lr:g}, {t.max_steps} steps, "
+        accum = f" x {t.accumulate_steps} micro-batches" if t.accumulate_steps > 1 else ""
+        print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}{accum}), peak lr {lr:g}, {t.max_steps} steps, "
               f"device {device}, {t.precision}")
     if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
         check_fits(read_checkpoint(resume_from), model.module if world > 1 else model, resume_from)

@@ -9,7 +9,9 @@ augmentation RNG is seeded with ``(seed, k)``. Consequences:
   the batches already seen, and yields exactly what an uninterrupted run would have;
 - the global batch of step ``s`` is the same for any world size: rank ``r`` of ``W`` takes the
   ``r``-th contiguous slice, so a 2-process run sees what one process with the same global batch
-  sees.
+  sees. With ``k`` micro-batches per step (``train.accumulate_steps``) this holds per micro-batch:
+  micro-batch ``j`` of step ``s`` is the global slice ``[s G + j W B, s G + (j + 1) W B)`` (``G = k W
+  B``), rank ``r`` taking its ``r``-th ``B`` positions; a rank's loader batch stacks its ``k`` slices.
 """
 
 from __future__ import annotations
@@ -65,22 +67,25 @@ class ViewStream(Dataset):
 
 
 class StreamSampler(Sampler[int]):
-    """Yields this rank's stream positions, forever, from step ``start_step`` on."""
+    """Yields this rank's stream positions, forever, from step ``start_step`` on: per step, its
+    share of each of the ``accumulate_steps`` micro-batches, in micro-batch order."""
 
-    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, total_steps: int = 2**40) -> None:
+    def __init__(self, batch_size: int, rank: int = 0, world_size: int = 1, total_steps: int = 2**40, accumulate_steps: int = 1) -> None:
         self.batch_size = batch_size
         self.total_steps = total_steps
         self.rank = rank
         self.world_size = world_size
+        self.accumulate_steps = accumulate_steps
         self.start_step = 0
 
     def __iter__(self) -> Iterator[int]:
-        global_batch = self.batch_size * self.world_size
+        micro = self.batch_size * self.world_size
         step = self.start_step
         while True:
-            first = step * global_batch + self.rank * self.batch_size
-            yield from range(first, first + self.batch_size)
+            for j in range(self.accumulate_steps):
+                first = (step * self.accumulate_steps + j) * micro + self.rank * self.batch_size
+                yield from range(first, first + self.batch_size)
             step += 1
 
     def __len__(self) -> int:  # endless, but a run takes total_steps batches (progress display)
-        return self.total_steps * self.batch_size
+        return self.total_steps * self.batch_size * self.accumulate_steps

@@ -178,6 +178,9 @@ class FaRLObjective(nn.Module):
             logs["itc_acc"] = float((sims.argmax(1) == torch.arange(b, device=x.device)).float().mean())
         return LossOutput(loss, logs)
 
+    def after_micro_batch(self, step: int, micro: int, n_micro: int) -> None:
+        """Nothing changes per forward (open_clip clamps t after the optimizer step)."""
+
     def before_optimizer_step(self, step: int) -> None:
         pass
 

@@ -192,15 +192,30 @@ class MoCoV2Objective(nn.Module):
         self.queue[:, ptr : ptr + n] = k.T.to(self.queue.dtype)
         self.queue_ptr.fill_((ptr + n) % size)
 
+    @torch.no_grad()
+    def _momentum_update(self) -> None:
+        m = self.params.momentum  # theta_k <- m theta_k + (1 - m) theta_q (buffers: the key encoder's own BN statistics)
+        momentum_update(self.key_backbone, self.backbone, m)
+        momentum_update(self.key_projector, self.projector, m)
+
+    @torch.no_grad()
+    def after_micro_batch(self, step: int, micro: int, n_micro: int) -> None:
+        """MoCo's forward enqueues its keys and, at its start, moves the key encoder: with ``n``
+        micro-batches per step the queue takes every micro-batch's keys and the key encoder moves
+        ``n`` times per step (here between micro-batches and after the step)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.enqueue(pending)
+        if micro < n_micro - 1:
+            self._momentum_update()
+
     def before_optimizer_step(self, step: int) -> None:
         pass
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
-        m = self.params.momentum  # theta_k <- m theta_k + (1 - m) theta_q (buffers: the key encoder's own BN statistics)
-        momentum_update(self.key_backbone, self.backbone, m)
-        momentum_update(self.key_projector, self.projector, m)
-        pending, self._pending = self._pending, None
+        self._momentum_update()
+        pending, self._pending = self._pending, None  # a caller that skips after_micro_batch
         if pending is not None:
             self.enqueue(pending)
 

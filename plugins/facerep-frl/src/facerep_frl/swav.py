@@ -210,6 +210,10 @@ class SwAVObjective(nn.Module):
             for w in self.prototypes.parameters():
                 w.grad = None
 
+    def after_micro_batch(self, step: int, micro: int, n_micro: int) -> None:
+        """SwAV's forward fills the queue: each micro-batch's embeddings join it as they are made."""
+        self.after_optimizer_step(step, 0)
+
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         pending, self._pending = self._pending, None
         if pending is not None and step >= self.params.queue_start_step:

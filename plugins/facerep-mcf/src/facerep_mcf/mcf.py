@@ -175,6 +175,15 @@ class MCFObjective(nn.Module):
         pass
 
     @torch.no_grad()
+    def after_micro_batch(self, step: int, micro: int, n_micro: int) -> None:
+        """The official model moves its target at the start of every forward
+        (``models_mcf.py:218-221,324-326``): under gradient accumulation ``n`` times per optimizer
+        step (measured on the official code: 8 micro-batches move it by 1 - 0.99^8). Between
+        micro-batches the online weights have not changed, so updating here is the same."""
+        if micro < n_micro - 1:
+            self.after_optimizer_step(step, 0)
+
+    @torch.no_grad()
     def after_optimizer_step(self, step: int, max_steps: int) -> None:
         momentum_update(self.target_backbone, self.backbone, self.params.momentum)
         momentum_update(self.target_projector, self.projector, self.params.momentum)

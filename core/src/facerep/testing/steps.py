@@ -1,0 +1,77 @@
+"""Drive the runner's own training step on fixed inputs, for equivalence tests against reference
+numbers (a method's official code run on the same tiny inputs).
+
+:func:`runner_steps` runs exactly what ``facerep run`` runs per optimizer step —
+:func:`facerep.engine.model._train_step` (micro-batches, ``loss / k``, ``after_micro_batch``,
+``before_optimizer_step``, the clipped / loss-scaled step, ``after_optimizer_step``) with the
+optimizer, clipping and per-iteration schedules that :mod:`facerep.engine.optim` builds from a
+``train`` block — but feeds given *float* views (already normalised, as the reference code saw
+them) instead of uint8 images from the data loader.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from facerep.config import TrainConfig, structure
+from facerep.engine.model import PretrainModel, _train_step
+from facerep.engine.optim import build_optim_wrapper, build_schedulers
+
+__all__ = ["runner_steps"]
+
+_CALLS = itertools.count()
+
+
+def runner_steps(objective: torch.nn.Module, batches: Sequence[Mapping[str, Any]], train: TrainConfig | Mapping[str, Any], *,
+                 global_batch: int | None = None, max_steps: int | None = None) -> tuple[list[dict[str, float]], Any]:
+    """Train ``objective`` for ``len(batches)`` optimizer steps, one batch each.
+
+    Args:
+        objective: a built objective (it holds its backbone), on CPU.
+        batches: per optimizer step ``{"views": [float (k B, 3, h, w)], "extras": {...}}`` — the
+            ``k = train.accumulate_steps`` micro-batches stacked along dim 0, as the loader gives them.
+        train: the ``train`` block (a :class:`TrainConfig` or its dict): optimizer, lr (scaled by
+            ``global_batch`` when ``lr_reference_batch`` is set), schedule, ``grad_clip``,
+            ``grad_clip_mode``, ``accumulate_steps``, ``precision``.
+        global_batch: samples per optimizer step for lr scaling (default: the first batch's size).
+        max_steps: the run length the schedules and the objective see (default ``train.max_steps``).
+
+    Returns:
+        ``(logs, optim_wrapper)``: per step the logged values (``loss`` first), and the wrapper
+        (its optimizer's state and param groups, e.g. the learning rates used).
+    """
+    from mmengine.logging import MessageHub
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    cfg = train if isinstance(train, TrainConfig) else structure(dict(train), TrainConfig, path="train")
+    n = max_steps if max_steps is not None else cfg.max_steps
+    model = _FloatViewsModel(objective, precision=cfg.precision, channels_last=False, accumulate_steps=cfg.accumulate_steps)
+    if global_batch is None:
+        global_batch = int(batches[0]["views"][0].shape[0])
+    wrapper, lr = build_optim_wrapper(model, cfg, global_batch, "cpu")
+    schedulers = []
+    for spec in build_schedulers(cfg, lr):
+        spec = dict(spec)
+        schedulers.append(PARAM_SCHEDULERS.get(spec.pop("type"))(wrapper, **spec))
+    hub = MessageHub.get_instance(f"facerep_runner_steps_{next(_CALLS)}")  # a new instance is the current one
+    hub.update_info("max_iters", n)
+    logs = []
+    model.train()
+    for step, batch in enumerate(batches):
+        hub.update_info("iter", step)
+        out = _train_step(model, model, dict(batch), wrapper)
+        logs.append({name: float(value) for name, value in out.items()})
+        for s in schedulers:
+            s.step()
+    return logs, wrapper
+
+
+class _FloatViewsModel(PretrainModel):
+    """The runner's model, fed float views as they are (no uint8 -> float preprocessing)."""
+
+    def prepare(self, data: dict[str, Any]) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
+        return [v.float() for v in data["views"]], data.get("extras")
