@@ -63,3 +63,49 @@ def test_two_process_gloo_run_trains_and_exports(tmp_path: Path):
     assert (tmp_path / "wd" / "iter_3.pth").is_file()
     assert out.count("| task | weights | protocol |") == 1  # only rank 0 evaluates
     assert (tmp_path / "wd" / "results.json").is_file()
+
+
+def test_two_processes_accumulating_train_as_one_process_with_their_global_batch(tmp_path: Path):
+    """accumulate_steps 2 under torchrun (gloo, 2 x 4 per micro-batch, DDP syncing gradients on the
+    second micro-batch only) ends with the weights of one process x 8 per micro-batch: with SyncBN
+    (BatchNorm over the global micro-batch) and without shuffled keys, every micro-batch sees the
+    same samples, statistics, queue and key encoder, and the averaged gradient is the same.
+
+    Equal up to float summation order: tiny contrastive runs amplify it (one process on 1 vs 2
+    threads ends 1.7e-4 apart, relative to a tensor's largest value, after 2 steps; a lost or
+    unaveraged micro-batch gradient moves tensors by tens of percent), hence 2 steps and 1e-3."""
+    pytest.importorskip("facerep_frl")
+    import torch
+    from safetensors.torch import load_file
+
+    base = {
+        "name": "ddp_accumulate",
+        "seed": 3,
+        "data": {"name": "core.synthetic", "params": {"n": 64, "size": 40, "n_identities": 8}},
+        "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
+        "objective": {"name": "frl.moco_v2", "params": {"queue_size": 32, "out_dim": 16, "hidden_dim": 32, "view_size": 32,
+                                                        "momentum": 0.9, "shuffle_bn": False}},
+        "train": {"max_steps": 2, "accumulate_steps": 2, "log_every": 1, "sync_bn": True, "channels_last": False,
+                  "optimizer": {"type": "sgd", "lr": 0.1, "weight_decay": 1e-4}},
+    }
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "CUDA_VISIBLE_DEVICES": ""}
+    outs = {}
+    for world, batch in ((2, 4), (1, 8)):
+        cfg = {**base, "train": {**base["train"], "batch_size": batch, "launcher": "pytorch" if world > 1 else "none"}}
+        path = tmp_path / f"w{world}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        run = ["-m", "facerep.cli", "run", str(path), "--work-dir", str(tmp_path / f"w{world}")]
+        if world > 1:
+            run = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()), *run]
+        res = subprocess.run([sys.executable, *run], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        outs[world] = res.stdout + res.stderr
+    assert "global batch 16 (2 x 4 x 2 micro-batches)" in outs[2] and "global batch 16 (1 x 8 x 2 micro-batches)" in outs[1]
+    two, one = load_file(tmp_path / "w2" / "backbone.safetensors"), load_file(tmp_path / "w1" / "backbone.safetensors")
+    assert two.keys() == one.keys()
+    for name in one:
+        if name.endswith("num_batches_tracked"):
+            assert int(one[name]) == int(two[name]) == 4  # 2 steps x 2 micro-batches
+        else:
+            scale = float(one[name].abs().max()) + 1e-6
+            assert float((two[name] - one[name]).abs().max()) <= 1e-3 * scale, name

@@ -69,11 +69,11 @@ def _same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def _assert_identical_runs(ref: Path, other: Path) -> None:
+def _assert_identical_runs(ref: Path, other: Path, forwards: int = 6) -> None:
     a, b = load_file(ref / "backbone.safetensors"), load_file(other / "backbone.safetensors")
     _same(a, b, "backbone")
     bn = [k for k in a if k.endswith("num_batches_tracked")]
-    assert bn and all(int(a[k]) == 6 for k in bn), "BatchNorm saw each of the 6 steps exactly once"
+    assert bn and all(int(a[k]) == forwards for k in bn), f"BatchNorm saw each of the {forwards} forwards exactly once"
     ca = torch.load(ref / "iter_6.pth", weights_only=True)
     cb = torch.load(other / "iter_6.pth", weights_only=True)
     assert ca["meta"]["iter"] == cb["meta"]["iter"] == 6
@@ -173,6 +173,55 @@ def test_sigkill_then_resume_is_bit_identical(reference, tmp_path, mode):
     assert res.returncode == 0, res.stderr[-3000:]
     assert not list(wd.glob(".*.tmp-*")), "stale temporary files are cleaned up"
     _assert_identical_runs(full, wd)
+
+
+# ---------------------------------------------------------------------------------------------
+# gradient accumulation: 2 micro-batches per step, fp16 with its loss scaler / bf16
+# ---------------------------------------------------------------------------------------------
+
+KILL_BETWEEN_MICRO_BATCHES = textwrap.dedent("""
+    import os, signal, sys
+    from facerep_frl.moco import MoCoV2Objective
+    at = int(sys.argv[1])
+    original = MoCoV2Objective.after_micro_batch
+    def after_micro_batch(self, step, micro, n_micro):
+        original(self, step, micro, n_micro)
+        if step + 1 == at and micro == 0:   # step `at` (1-based): micro-batch 1 done, its keys enqueued
+            os.kill(os.getpid(), signal.SIGKILL)
+    MoCoV2Objective.after_micro_batch = after_micro_batch
+    from facerep.cli import main
+    sys.exit(main(sys.argv[2:]))
+""")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_accumulated_run_resumes_bit_identical(tmp_path, precision):
+    """accumulate_steps 2 (batch 4 x 2 = the reference's 8 per step): stopped after step 3 (fp16,
+    loss-scaler state in the checkpoint) or killed between the two micro-batches of step 4 (bf16),
+    then resumed, the run ends bit-identical to the uninterrupted one; BatchNorm saw 12 forwards."""
+    cfg_data = {**CONFIG, "train": {**CONFIG["train"], "batch_size": 4, "accumulate_steps": 2, "precision": precision,
+                                    "log_backends": []}}
+    cfg = tmp_path / "moco_accumulated.yaml"
+    cfg.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+    res = facerep("run", cfg, "--work-dir", tmp_path / "full", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"global batch 8 (1 x 4 x 2 micro-batches), peak lr 0.05, 6 steps, device cpu, {precision}" in res.stdout
+    wd = tmp_path / "part"
+    if precision == "fp16":
+        res = facerep("run", cfg, "--work-dir", wd, "--stop-after", 3, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        ckpt = torch.load(wd / "iter_3.pth", weights_only=True)
+        assert ckpt["optimizer"]["loss_scaler"]["scale"] > 0, "the loss scaler's state is checkpointed"
+    else:
+        killer = tmp_path / "killer.py"
+        killer.write_text(KILL_BETWEEN_MICRO_BATCHES)
+        res = subprocess.run([sys.executable, str(killer), "4", "run", str(cfg), "--work-dir", str(wd)], cwd=tmp_path, env=_env(),
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert res.returncode == -9, res.stderr[-3000:]
+        assert (wd / "last_checkpoint").read_text() == "iter_2.pth"
+    res = facerep("run", cfg, "--work-dir", wd, "--resume", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _assert_identical_runs(tmp_path / "full", wd, forwards=12)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,10 +9,10 @@ import torch
 from mmengine.optim.scheduler import CosineAnnealingLR, CosineAnnealingParamScheduler, LinearLR
 
 from facerep.config import LRSchedule, OptimizerConfig, TrainConfig
-from facerep.engine.optim import build_optim_wrapper, build_schedulers, param_groups
+from facerep.engine.optim import LinearWarmupLR, build_optim_wrapper, build_schedulers, param_groups
 from facerep.errors import ConfigError
 
-_SCHEDULERS = {"LinearLR": LinearLR, "CosineAnnealingLR": CosineAnnealingLR, "CosineAnnealingParamScheduler": CosineAnnealingParamScheduler}
+_SCHEDULERS = {"FacerepLinearWarmupLR": LinearWarmupLR, "CosineAnnealingLR": CosineAnnealingLR, "CosineAnnealingParamScheduler": CosineAnnealingParamScheduler}
 
 
 def _model() -> torch.nn.Module:
@@ -54,12 +54,88 @@ def test_warmup_cosine_lr_and_cosine_weight_decay_follow_their_formulas():
         nodecay.append(wrapper.optimizer.param_groups[1]["weight_decay"])
         for s in scheds:
             s.step()
-    # mmengine's LinearLR reaches the peak on the last warm-up step (4 of 0..4)
+    # by default the warm-up reaches the peak on its last step (4 of 0..4), as mmengine's LinearLR and DINO
     assert lrs[:5] == pytest.approx([0.1 + 0.9 * k / 4 for k in range(5)]) and lrs[5] == pytest.approx(1.0)
     t = 10 - 5  # cosine from step 5 to 20 towards 0.01
     assert lrs[10] == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * t / 15)) / 2)
     assert wds[0] == pytest.approx(0.04) and wds[10] == pytest.approx(0.4 + (0.04 - 0.4) * (1 + math.cos(math.pi * 10 / 20)) / 2)
     assert set(nodecay) == {0.0}
+
+
+def _lrs(cfg: TrainConfig, steps: int) -> list[float]:
+    wrapper, lr = build_optim_wrapper(torch.nn.Linear(2, 1), cfg, 1, "cpu")
+    scheds = []
+    for spec in build_schedulers(cfg, lr):
+        spec = dict(spec)
+        scheds.append(_SCHEDULERS[spec.pop("type")](wrapper, **spec))
+    out = []
+    for _ in range(steps):
+        out.append(wrapper.optimizer.param_groups[0]["lr"])
+        for s in scheds:
+            s.step()
+    return out
+
+
+@pytest.mark.parametrize("peak", ["last_warmup_step", "after_warmup"])
+def test_warmup_from_zero_matches_dino_and_mae_formulas(peak):
+    """DINO (utils.cosine_scheduler): np.linspace(0, lr, W) then cosine from lr at step W; MAE / MCF
+    (util/lr_sched.py): lr * i / W for i < W, then lr * (1 + cos(pi (i - W) / (N - W))) / 2."""
+    n, w, base = 12, 4, 0.8
+    cfg = TrainConfig(max_steps=n, optimizer=OptimizerConfig(type="sgd", lr=base, weight_decay=0.0),
+                      schedule=LRSchedule(warmup_steps=w, warmup_start_factor=0.0, warmup_peak=peak))
+    got = _lrs(cfg, n)
+    warm = [base * i / (w - 1) for i in range(w)] if peak == "last_warmup_step" else [base * i / w for i in range(w)]
+    cosine = [base * (1 + math.cos(math.pi * (i - w) / (n - w))) / 2 for i in range(w, n)]
+    assert got == pytest.approx(warm + cosine, abs=1e-12)
+    assert got[0] == 0.0
+
+
+def test_per_tensor_clipping_scales_each_gradient_on_its_own():
+    """DINO's clip_gradients: every tensor with norm > c is scaled to c (+1e-6), the others are
+    left alone; the global mode scales all by one factor."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    grads = [torch.randn_like(p) * s for p, s in zip(model.parameters(), (10.0, 0.01, 3.0, 0.2), strict=True)]
+    for mode in ("per_tensor", "global"):
+        cfg = TrainConfig(grad_clip=1.0, grad_clip_mode=mode, optimizer=OptimizerConfig(type="sgd", lr=1.0, momentum=0.0, weight_decay=0.0))
+        wrapper, _ = build_optim_wrapper(model, cfg, 1, "cpu")
+        before = [p.detach().clone() for p in model.parameters()]
+        for p, g in zip(model.parameters(), grads, strict=True):
+            p.grad = g.clone()
+        wrapper.step()
+        steps = [b - p.detach() for b, p in zip(before, model.parameters(), strict=True)]
+        if mode == "per_tensor":
+            want = [g * min(1.0, 1.0 / (float(g.norm()) + 1e-6)) for g in grads]
+        else:
+            total = float(torch.stack([g.norm() for g in grads]).norm())
+            want = [g * min(1.0, 1.0 / (total + 1e-6)) for g in grads]
+        for s, g in zip(steps, want, strict=True):
+            torch.testing.assert_close(s, g, rtol=1e-5, atol=1e-7)
+        with torch.no_grad():
+            for p, b in zip(model.parameters(), before, strict=True):
+                p.copy_(b)
+
+
+def test_fp16_uses_a_dynamic_loss_scaler_on_cpu_too():
+    """fp16: torch's GradScaler scales the loss, unscales before clipping, skips a step whose
+    gradients overflowed (halving the scale) and is checkpointed with the optimizer."""
+    model = torch.nn.Linear(3, 1, bias=False)
+    cfg = TrainConfig(precision="fp16", grad_clip=1e3, optimizer=OptimizerConfig(type="sgd", lr=0.1, momentum=0.0, weight_decay=0.0))
+    wrapper, _ = build_optim_wrapper(model, cfg, 1, "cpu")
+    scale = wrapper.loss_scaler.get_scale()
+    assert scale == 2.0**16
+    before = model.weight.detach().clone()
+    loss = model(torch.ones(1, 3)).sum()
+    wrapper.backward(loss)
+    torch.testing.assert_close(model.weight.grad, torch.full((1, 3), scale))  # scaled
+    wrapper.step()
+    torch.testing.assert_close(model.weight, before - 0.1, rtol=0, atol=1e-6)  # unscaled update
+    wrapper.zero_grad()
+    wrapper.backward(model(torch.full((1, 3), float("inf"))).sum())
+    kept = model.weight.detach().clone()
+    wrapper.step()
+    assert torch.equal(model.weight, kept) and wrapper.loss_scaler.get_scale() == scale / 2
+    assert wrapper.state_dict()["loss_scaler"]["scale"] == scale / 2
 
 
 def test_gradient_clipping_bounds_the_update_norm():

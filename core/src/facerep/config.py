@@ -219,8 +219,12 @@ class LRSchedule:
 
     #: Iterations of linear warm-up (0: none).
     warmup_steps: int = attrs.field(default=0, validator=non_negative)
-    #: The warm-up starts at this fraction of ``lr``.
-    warmup_start_factor: float = attrs.field(default=0.001, validator=in_range(0, 1, lo_inclusive=False, hi_inclusive=True))
+    #: The warm-up starts at this fraction of ``lr`` (0: from zero, as DINO's and MAE's code).
+    warmup_start_factor: float = attrs.field(default=0.001, validator=in_range(0, 1, hi_inclusive=True))
+    #: Where the linear warm-up reaches ``lr``: ``last_warmup_step`` (step ``warmup_steps - 1``: DINO's
+    #: ``np.linspace``, mmengine's LinearLR) or ``after_warmup`` (step ``warmup_steps``, the first
+    #: cosine step: MAE's / MCF's ``lr_sched.adjust_learning_rate``, ``lr * step / warmup_steps``).
+    warmup_peak: Literal["last_warmup_step", "after_warmup"] = "last_warmup_step"
     #: The cosine decays to this fraction of ``lr``.
     final_factor: float = attrs.field(default=0.0, validator=non_negative)
     #: Weight decay follows a cosine from ``optimizer.weight_decay`` to this value (None: constant).

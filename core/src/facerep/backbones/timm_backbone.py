@@ -11,7 +11,8 @@ maps, the input of multi-layer feature pyramids (FaRL uses ViT blocks 4/6/8/12, 
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import functools
+from typing import Any, Literal
 
 import attrs
 import timm
@@ -34,6 +35,10 @@ class TimmBackboneParams:
     layers: 0-based block (ViT) or stage (CNN) indices returned as intermediate maps.
     drop_path_rate: stochastic depth.
     model_kwargs: anything else ``timm.create_model`` accepts.
+    pos_embed_resample: how a ViT with ``dynamic_img_size`` resizes its position embeddings for
+        another input size (e.g. 96 px local crops): ``timm`` (bicubic, antialiased) or ``dino``
+        (DINO's ``interpolate_pos_encoding``, ``vision_transformer.py:174-195``: bicubic by a scale
+        factor of ``(n + 0.1) / n0``, no antialiasing; ProS and LAFS build on DINO's ViT).
     """
 
     model: str = attrs.field(default="resnet18")
@@ -45,6 +50,7 @@ class TimmBackboneParams:
     #: Input normalisation after scaling to [0, 1] (ImageNet statistics by default; FaRL uses CLIP's).
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = attrs.field(default=(0.229, 0.224, 0.225), validator=each(positive))
+    pos_embed_resample: Literal["timm", "dino"] = "timm"
 
     @model.validator
     def _known_model(self, attribute: attrs.Attribute, value: str) -> None:
@@ -63,6 +69,28 @@ def _unknown_model(name: str) -> str | None:
     close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=5, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see timm.list_models()"
     return f"unknown timm model {name!r}; {hint}"
+
+
+def _dino_pos_embed(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm's ``VisionTransformer._pos_embed`` with DINO's resampling of the patch positions for
+    a grid other than the model's (``x``: ``(B, H, W, C)`` patch tokens under ``dynamic_img_size``)."""
+    if not getattr(model, "dynamic_img_size", False):
+        return type(model)._pos_embed(model, x)
+    b, h, w, c = x.shape
+    n_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    pos = model.pos_embed
+    h0, w0 = model.patch_embed.grid_size
+    if (h, w) != (h0, w0):
+        grid = pos[:, n_prefix:].float().reshape(1, h0, w0, c).permute(0, 3, 1, 2)
+        grid = torch.nn.functional.interpolate(grid, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0), mode="bicubic", align_corners=False)
+        pos = torch.cat([pos[:, :n_prefix], grid.permute(0, 2, 3, 1).reshape(1, h * w, c).to(pos.dtype)], dim=1)
+    x = x.reshape(b, h * w, c)
+    prefix = [t.expand(b, -1, -1) for t in (model.cls_token, getattr(model, "reg_token", None)) if t is not None]
+    if model.no_embed_class:
+        x = torch.cat([*prefix, x + pos], dim=1)
+    else:
+        x = torch.cat([*prefix, x], dim=1) + pos
+    return model.pos_drop(x)
 
 
 class TimmBackbone(nn.Module):
@@ -85,6 +113,9 @@ class TimmBackbone(nn.Module):
             if "nknown model" not in str(exc):
                 raise
             raise ConfigError(f"backbone.params.model: {_unknown_model(params.model) or exc}") from None
+        if params.pos_embed_resample == "dino" and getattr(self.model, "pos_embed", None) is not None:
+            # an instance attribute shadows timm's method; a partial survives deepcopy (EMA teachers)
+            self.model._pos_embed = functools.partial(_dino_pos_embed, self.model)
         self.embed_dim: int = int(self.model.num_features)
         self.num_prefix_tokens: int = int(getattr(self.model, "num_prefix_tokens", 0))
         self.is_vit = hasattr(self.model, "patch_embed")  # token models: ViT, DeiT, EVA, ...

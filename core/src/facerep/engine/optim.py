@@ -6,12 +6,15 @@ from typing import Any
 
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
+from mmengine.optim.scheduler.param_scheduler import LinearParamScheduler
+from mmengine.registry import PARAM_SCHEDULERS
 from torch import nn
 
 from facerep.config import TrainConfig
 from facerep.errors import ConfigError
 
-__all__ = ["LossScaledOptimWrapper", "build_optim_wrapper", "build_schedulers", "clip_grad_norm_per_tensor_", "param_groups"]
+__all__ = ["LinearWarmupLR", "LossScaledOptimWrapper", "build_optim_wrapper", "build_schedulers", "clip_grad_norm_per_tensor_", "param_groups"]
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *,
@@ -78,6 +81,23 @@ def build_optim_wrapper(model: nn.Module, cfg: TrainConfig, global_batch: int, d
     return wrapper, lr
 
 
+@PARAM_SCHEDULERS.register_module(name="FacerepLinearWarmupLR", force=True)
+class LinearWarmupLR(LRSchedulerMixin, LinearParamScheduler):
+    """Linear warm-up in closed form: ``lr_i = base (f0 + (1 - f0) min(i / span, 1))``.
+
+    mmengine's LinearLR multiplies the current value step by step, so it cannot start from 0 (the
+    official DINO, LAFS and MAE / MCF warm-ups do) and always peaks on the last warm-up step;
+    ``span`` says where the peak is (``warmup_steps - 1`` or ``warmup_steps``)."""
+
+    def __init__(self, optimizer: Any, *, start_factor: float, span: int, **kwargs: Any) -> None:
+        self.span = max(span, 1)
+        super().__init__(optimizer, start_factor=start_factor, end_factor=1.0, **kwargs)
+
+    def _get_value(self) -> list[float]:
+        t = min(self.last_step / self.span, 1.0)
+        return [base * (self.start_factor + (1.0 - self.start_factor) * t) for base in self.base_values]
+
+
 @torch.no_grad()
 def clip_grad_norm_per_tensor_(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale each tensor's gradient to norm <= ``max_norm`` on its own (``train.grad_clip_mode:
@@ -113,7 +133,11 @@ def build_schedulers(cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:
     warm = min(s.warmup_steps, n)
     out: list[dict[str, Any]] = []
     if warm > 0:
-        out.append(dict(type="LinearLR", start_factor=s.warmup_start_factor, by_epoch=False, begin=0, end=warm))
+        # after_warmup: the warm-up also sets step `warm` (= the peak), where the cosine, which starts
+        # from the current value, takes over
+        end = warm + 1 if s.warmup_peak == "after_warmup" and warm < n else warm
+        span = warm if s.warmup_peak == "after_warmup" else warm - 1
+        out.append(dict(type="FacerepLinearWarmupLR", start_factor=s.warmup_start_factor, span=span, by_epoch=False, begin=0, end=end))
     if n > warm:
         out.append(dict(type="CosineAnnealingLR", T_max=n - warm, eta_min=lr * s.final_factor, by_epoch=False, begin=warm, end=n))
     if s.final_weight_decay is not None and cfg.optimizer.weight_decay > 0:

@@ -49,10 +49,13 @@ class CPUSyncBatchNorm(_BatchNorm):
         c, dims = x.shape[1], [0, *range(2, x.dim())]
         xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in fp32 at least
         count = torch.full((1,), x.numel() / c, dtype=xf.dtype, device=x.device)
-        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+        stats = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
         n = stats[-1]
         mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)  # biased: what normalises the batch
+        # two passes (squared deviations from the global mean), not E[x^2] - mean^2, which cancels
+        # when |mean| >> std (few samples per channel deep in a small network)
+        shape = (1, c) + (1,) * (x.dim() - 2)
+        var = _AllReduceSum.apply((xf - mean.view(shape)).square().sum(dims)) / n  # biased: what normalises the batch
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -60,7 +63,6 @@ class CPUSyncBatchNorm(_BatchNorm):
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
                 unbiased = var.detach() * n / (n - 1).clamp_min(1)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
-        shape = (1, c) + (1,) * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
