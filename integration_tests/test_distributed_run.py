@@ -75,7 +75,6 @@ def test_two_processes_accumulating_train_as_one_process_with_their_global_batch
     threads ends 1.7e-4 apart, relative to a tensor's largest value, after 2 steps; a lost or
     unaveraged micro-batch gradient moves tensors by tens of percent), hence 2 steps and 1e-3."""
     pytest.importorskip("facerep_frl")
-    import torch
     from safetensors.torch import load_file
 
     base = {

@@ -73,7 +73,7 @@ def test_the_learning_rate_scales_with_the_samples_of_one_optimizer_step():
     obj = _PerSample()
     train = {**TRAIN, "accumulate_steps": 4, "optimizer": {**TRAIN["optimizer"], "lr_reference_batch": 4}, "schedule": {}}
     _, wrapper = runner_steps(obj, _batches(1, 8), train)
-    assert wrapper.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.02)  # 0.01 x 8 / 4: the step's 8 samples, not a micro-batch's 2
+    assert wrapper.optimizer.param_groups[0]["initial_lr"] == pytest.approx(0.02)  # 0.01 x 8 / 4: the step's 8 samples
 
 
 class _FakeDDP(nn.Module):

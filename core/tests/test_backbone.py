@@ -57,3 +57,40 @@ def test_forward_layers_gives_the_layers_of_the_full_forward_and_unpreprocess_in
     for a, b in zip(cls, full.layer_cls, strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(bb.unpreprocess(bb.preprocess(x)), x.float(), rtol=0, atol=1e-4)
+
+
+def test_dino_position_resampling_for_smaller_crops():
+    """``pos_embed_resample: dino``: at the model's own size nothing changes; for a smaller crop the
+    patch positions are DINO's bicubic resampling by (n + 0.1) / n0 without antialiasing (DINO
+    vision_transformer.py:174-195), not timm's antialiased resize; an EMA teacher's deepcopy
+    resamples its own table."""
+    import copy
+
+    import torch.nn.functional as F
+
+    kw = {"model": "vit_tiny_patch16_224", "img_size": 32, "patch_size": 4, "model_kwargs": {"depth": 1, "dynamic_img_size": True}}
+    torch.manual_seed(0)
+    plain = TimmBackbone(TimmBackboneParams(**kw))
+    dino = TimmBackbone(TimmBackboneParams(**kw, pos_embed_resample="dino"))
+    dino.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        dino.model.pos_embed.normal_()  # a rough table: resampling methods differ clearly
+        plain.model.pos_embed.copy_(dino.model.pos_embed)
+    x32, x12 = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 12, 12)
+    torch.testing.assert_close(dino(x32).pooled, plain(x32).pooled)
+
+    tokens = dino.model.patch_embed(x12)  # (B, 3, 3, C) under dynamic_img_size
+    pos = dino.model.pos_embed
+    grid = pos[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, scale_factor=(3.1 / 8, 3.1 / 8), mode="bicubic", align_corners=False)
+    want = torch.cat([pos[:, :1], want.permute(0, 2, 3, 1).reshape(1, 9, -1)], dim=1)
+    got = dino.model._pos_embed(tokens)
+    expected = torch.cat([dino.model.cls_token.expand(2, -1, -1), tokens.reshape(2, 9, -1)], dim=1) + want
+    torch.testing.assert_close(got, expected)
+    assert (plain.model._pos_embed(tokens) - got).abs().max() > 0.05  # timm antialiases
+
+    teacher = copy.deepcopy(dino)
+    with torch.no_grad():
+        teacher.model.pos_embed.zero_()
+    assert not torch.allclose(teacher.model._pos_embed(tokens), got)
+    torch.testing.assert_close(dino.model._pos_embed(tokens), got)

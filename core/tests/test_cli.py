@@ -105,8 +105,8 @@ def test_list_shows_every_kind_with_facerep_core_as_provider(tmp_path):
     assert re.search(r"^backbones \(2\)\nname\s+provided by\s+summary\n[- ]+\ncore\.pixels\s+facerep-core 0\.1\.0\s+parameter-free.*\n"
                      r"core\.timm\s+facerep-core 0\.1\.0\s+any timm", out, re.M)
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("core.")}
-    assert set(rows) == {"core.image_folder", "core.synthetic", "core.pixels", "core.timm", "core.knn", "core.linear_probe",
-                         "core.frozen_head", "core.finetune", "core.self_distill"}
+    assert set(rows) == {"core.image_folder", "core.image_shards", "core.synthetic", "core.pixels", "core.timm", "core.knn",
+                         "core.linear_probe", "core.frozen_head", "core.finetune", "core.self_distill"}
     assert all("facerep-core 0.1.0" in line for line in rows.values())
     assert re.search(r"^core\s+facerep-core 0\.1\.0\s+loaded\s+core built-ins$", out, re.M)
     only = facerep("list", "--kind", "protocol", cwd=tmp_path, env=_env(FACEREP_PLUGINS=""))
@@ -127,7 +127,7 @@ def test_unknown_component_exits_5_with_close_matches_and_plugins(tmp_path):
     assert res.returncode == 5
     err = _error_line(res)
     assert err.startswith("facerep: error: data.name: unknown dataset 'core.synthtic'. did you mean: core.synthetic")
-    assert "Registered datasets: core.image_folder, core.synthetic" in err
+    assert "Registered datasets: core.image_folder, core.image_shards, core.synthetic" in err
     assert "Installed plugins: core (facerep-core 0.1.0)" in err
     assert not (tmp_path / "work_dirs").exists()
 

@@ -398,12 +398,13 @@ def test_describe_train_config_reads_docs_defaults_and_checks():
     lr = rows["optimizer.lr"]
     doc = "Peak learning rate (after warm-up; before ``lr_reference_batch`` scaling)."
     assert lr == FieldDoc("optimizer.lr", "float", "0.001", doc, "> 0")
-    assert rows["max_steps"].doc == "optimizer steps to train for." and rows["max_steps"].check == "> 0"  # Attributes: section
+    assert rows["max_steps"].doc == "optimizer steps to train for (the schedules count these)."  # Attributes: section
+    assert rows["max_steps"].check == "> 0" and rows["accumulate_steps"].check == ">= 1"
     assert rows["optimizer"].default == "OptimizerConfig()" and rows["optimizer"].type == "OptimizerConfig"
     assert rows["optimizer.no_decay"].doc.startswith("Parameter groups whose names contain")  # a #: comment
     assert rows["optimizer.betas"].check == "each in [0, 1)" and rows["optimizer.betas"].default == "[0.9, 0.999]"
     assert rows["schedule.final_weight_decay"].type == "float | None" and rows["schedule.final_weight_decay"].default == "null"
-    assert list(rows)[:3] == ["max_steps", "batch_size", "num_workers"]
+    assert list(rows)[:4] == ["max_steps", "batch_size", "accumulate_steps", "num_workers"]
     table = format_params(TrainConfig)
     assert table.splitlines()[0].split() == ["name", "type", "default", "check", "description"]
     assert any(line.startswith("optimizer.lr ") and "0.001" in line and "Peak learning rate" in line for line in table.splitlines())

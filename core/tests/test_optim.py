@@ -6,13 +6,14 @@ import math
 
 import pytest
 import torch
-from mmengine.optim.scheduler import CosineAnnealingLR, CosineAnnealingParamScheduler, LinearLR
+from mmengine.optim.scheduler import CosineAnnealingLR, CosineAnnealingParamScheduler
 
 from facerep.config import LRSchedule, OptimizerConfig, TrainConfig
 from facerep.engine.optim import LinearWarmupLR, build_optim_wrapper, build_schedulers, param_groups
 from facerep.errors import ConfigError
 
-_SCHEDULERS = {"FacerepLinearWarmupLR": LinearWarmupLR, "CosineAnnealingLR": CosineAnnealingLR, "CosineAnnealingParamScheduler": CosineAnnealingParamScheduler}
+_SCHEDULERS = {"FacerepLinearWarmupLR": LinearWarmupLR, "CosineAnnealingLR": CosineAnnealingLR,
+               "CosineAnnealingParamScheduler": CosineAnnealingParamScheduler}
 
 
 def _model() -> torch.nn.Module:
@@ -76,15 +77,16 @@ def _lrs(cfg: TrainConfig, steps: int) -> list[float]:
     return out
 
 
+@pytest.mark.parametrize("w", [1, 2, 4])
 @pytest.mark.parametrize("peak", ["last_warmup_step", "after_warmup"])
-def test_warmup_from_zero_matches_dino_and_mae_formulas(peak):
+def test_warmup_from_zero_matches_dino_and_mae_formulas(peak, w):
     """DINO (utils.cosine_scheduler): np.linspace(0, lr, W) then cosine from lr at step W; MAE / MCF
     (util/lr_sched.py): lr * i / W for i < W, then lr * (1 + cos(pi (i - W) / (N - W))) / 2."""
-    n, w, base = 12, 4, 0.8
+    n, base = 12, 0.8
     cfg = TrainConfig(max_steps=n, optimizer=OptimizerConfig(type="sgd", lr=base, weight_decay=0.0),
                       schedule=LRSchedule(warmup_steps=w, warmup_start_factor=0.0, warmup_peak=peak))
     got = _lrs(cfg, n)
-    warm = [base * i / (w - 1) for i in range(w)] if peak == "last_warmup_step" else [base * i / w for i in range(w)]
+    warm = [base * i / max(w - 1, 1) for i in range(w)] if peak == "last_warmup_step" else [base * i / w for i in range(w)]
     cosine = [base * (1 + math.cos(math.pi * (i - w) / (n - w))) / 2 for i in range(w, n)]
     assert got == pytest.approx(warm + cosine, abs=1e-12)
     assert got[0] == 0.0

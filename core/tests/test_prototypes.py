@@ -104,3 +104,14 @@ def test_pooled_by_size_calls_the_backbone_once_per_run_of_same_size_views():
     out = pooled_by_size(backbone, views)
     assert calls == [(4, 3, 8, 8), (6, 3, 4, 4)]
     torch.testing.assert_close(out, torch.cat([v.mean((2, 3)) for v in views]))
+
+
+def test_prototype_init_sets_the_row_norm_of_dino_or_of_a_truncated_normal():
+    """``linear`` = DINO's nn.Linear default for the last layer: U(+-1/sqrt(d)) rows of norm
+    sqrt(1/3) = 0.577 whatever d; ``trunc_normal`` (std 0.02): 0.02 sqrt(d) = 0.32 at d = 256."""
+    torch.manual_seed(0)
+    linear = PrototypeHead(8, 4096, hidden_dim=16, bottleneck_dim=256, prototype_init="linear").prototypes.norm(dim=1)
+    normal = PrototypeHead(8, 4096, hidden_dim=16, bottleneck_dim=256).prototypes.norm(dim=1)
+    assert abs(float(linear.mean()) - (1 / 3) ** 0.5) < 0.005 and abs(float(normal.mean()) - 0.02 * 16) < 0.005
+    with pytest.raises(ValueError, match="prototype_init"):
+        PrototypeHead(8, 4, prototype_init="xavier")

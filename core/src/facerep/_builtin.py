@@ -26,6 +26,8 @@ def facerep_register(registrar) -> None:
                        summary="parameter-free baseline: area-resized raw pixels (grey 24x24 by default)")
     registrar.dataset("image_folder", "facerep.data.folder:ImageFolder", params="facerep.data.folder:ImageFolderParams",
                       summary="images under one or more folders; labels from class sub-folders or none")
+    registrar.dataset("image_shards", "facerep.data.shards:ImageShards", params="facerep.data.shards:ImageShardsParams",
+                      summary="unlabelled images in uncompressed tar shards (webdataset layout), read by offset")
     registrar.dataset("synthetic", "facerep.data.synthetic:build_synthetic", params="facerep.data.synthetic:SyntheticParams",
                       summary="SYNTHETIC drawn faces (identity, 68 landmarks, mask, attributes, expression)")
     registrar.protocol("linear_probe", "facerep.eval.linear_probe:LinearProbe", params="facerep.eval.linear_probe:LinearProbeParams",

@@ -205,6 +205,8 @@ class OptimizerConfig:
     momentum: float = attrs.field(default=0.9, validator=non_negative)
     #: AdamW's (beta1, beta2), each in [0, 1).
     betas: tuple[float, float] = attrs.field(default=(0.9, 0.999), validator=each(in_range(0, 1)))
+    #: AdamW's epsilon (torch's 1e-8; open_clip and so FaRL's recipe use 1e-6 for ViTs).
+    eps: float = attrs.field(default=1e-8, validator=positive)
     #: LARS trust coefficient.
     trust_coefficient: float = attrs.field(default=0.001, validator=positive)
     #: Parameter groups whose names contain one of these get no weight decay.

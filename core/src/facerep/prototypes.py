@@ -18,6 +18,7 @@ each pair is one ``(B, K)`` product.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +39,13 @@ class PrototypeHead(nn.Module):
     Written out rather than ``torch.nn.utils.weight_norm``: cosine to normalised prototypes is the
     same function when the norm is fixed (DINO's ``norm_last_layer``), and the prototypes stay one
     readable ``(K, bottleneck_dim)`` tensor. ``learn_norm`` gives each prototype a learnable gain
-    (DINO's ``norm_last_layer=False``)."""
+    (DINO's ``norm_last_layer=False``). ``prototype_init``: ``trunc_normal`` (std 0.02, row norm
+    ~0.32 at 256-d) or ``linear``, DINO's (and LAFS's) ``nn.Linear`` default for the weight-normed
+    last layer (uniform +-1/sqrt(bottleneck_dim), row norm ~0.577; ``vision_transformer.py:284``):
+    only the norm differs (the head normalises the prototypes), and with it AdamW's early angular step."""
 
     def __init__(self, in_dim: int, n_prototypes: int, *, hidden_dim: int = 2048, bottleneck_dim: int = 256, layers: int = 3,
-                 learn_norm: bool = False) -> None:
+                 learn_norm: bool = False, prototype_init: str = "trunc_normal") -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (layers - 1) + [bottleneck_dim]
         mlp: list[nn.Module] = []
@@ -56,7 +60,12 @@ class PrototypeHead(nn.Module):
             if isinstance(m, nn.Linear):  # DINO's init
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        nn.init.trunc_normal_(self.prototypes, std=0.02)
+        if prototype_init == "linear":  # nn.Linear(bottleneck_dim, K).reset_parameters() on the (K, bottleneck_dim) weight
+            nn.init.kaiming_uniform_(self.prototypes, a=math.sqrt(5))
+        elif prototype_init == "trunc_normal":
+            nn.init.trunc_normal_(self.prototypes, std=0.02)
+        else:
+            raise ValueError(f"prototype_init: trunc_normal or linear, got {prototype_init!r}")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, in_dim)`` -> unit ``z``, ``(N, bottleneck_dim)``."""
@@ -140,7 +149,8 @@ class PrototypeDistillation(nn.Module):
     Fields read from ``params``: ``n_prototypes``, ``hidden_dim``, ``bottleneck_dim``,
     ``student_temperature``, ``teacher_temperature``, ``warmup_teacher_temperature``,
     ``teacher_temperature_warmup_steps``, ``centre_momentum``, ``momentum`` (EMA at step 0, cosine to
-    1), ``freeze_prototypes_steps``; optional ``head_layers`` (3) and ``learn_norm`` (False).
+    1), ``freeze_prototypes_steps``; optional ``head_layers`` (3), ``learn_norm`` (False) and
+    ``prototype_init`` (``trunc_normal``; see :class:`PrototypeHead`).
     """
 
     def __init__(self, params: Any, backbone: nn.Module) -> None:
@@ -151,7 +161,8 @@ class PrototypeDistillation(nn.Module):
         self.backbone = backbone
         self.head = PrototypeHead(backbone.embed_dim, params.n_prototypes, hidden_dim=params.hidden_dim,
                                   bottleneck_dim=params.bottleneck_dim, layers=getattr(params, "head_layers", 3),
-                                  learn_norm=getattr(params, "learn_norm", False))
+                                  learn_norm=getattr(params, "learn_norm", False),
+                                  prototype_init=getattr(params, "prototype_init", "trunc_normal"))
         self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False).eval()
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.centre = Centre(params.n_prototypes, params.centre_momentum)

@@ -86,3 +86,23 @@ def test_a_cnn_backbone_is_refused(farl_plugins):
 
     with pytest.raises(ConfigError, match="needs a timm ViT"):
         FaRLObjective(FaRLParams.tiny(), backbone=TimmBackbone(TimmBackboneParams(model="resnet10t")))
+
+
+def test_the_mim_head_reads_the_stream_before_the_final_norm_as_farls_model(farl, tiny_faces):
+    """FaRL model.py:387-389: the MIM transformer reads the last block's raw output; the final norm
+    (ln_post) only feeds the ITC feature. MIM blocks are CLIP's (QuickGELU, LN eps 1e-5), the mask
+    token starts at width^-0.5 * randn (model.py:320)."""
+    from timm.layers import QuickGELU
+
+    batch = objective_batch(farl, tiny_faces)
+    farl.eval()
+    with torch.no_grad():
+        before = call_objective(farl, batch).logs
+        farl.backbone.model.norm.weight.mul_(3.0)
+        farl.backbone.model.norm.bias.add_(0.5)
+        after = call_objective(farl, batch).logs
+    assert after["loss_mim"] == pytest.approx(before["loss_mim"], rel=1e-6) and after["loss_itc"] != pytest.approx(before["loss_itc"])
+    block = farl.mim_blocks[0]
+    assert isinstance(block.mlp.act, QuickGELU) and block.norm1.eps == block.norm2.eps == farl.mim_norm.eps == 1e-5
+    d = farl.mask_token.numel()
+    assert 0.6 * d**-0.5 < float(farl.mask_token.detach().std()) < 1.4 * d**-0.5

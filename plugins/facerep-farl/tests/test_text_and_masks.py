@@ -55,11 +55,14 @@ def test_attribute_captions_say_what_the_labels_say():
 
 def test_views_carry_token_ids_and_a_blockwise_mask_of_the_configured_ratio():
     img = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
-    views = CaptionedMaskedViews(size=32, grid=(4, 4), mask_ratio=0.4, min_block=2, tokenizer=CaptionTokenizer(16))
+    views = CaptionedMaskedViews(size=32, grid=(4, 4), mask_ratio=0.4, min_block=2, tokenizer=CaptionTokenizer(16), mask_style="exact")
     out = views(Sample(image=img, caption="a photo of a man"), np.random.default_rng(1))
     assert out.images[0].shape == (32, 32, 3)
     assert out.extras["text"].shape == (16,) and CaptionTokenizer(16).decode(out.extras["text"]) == "a photo of a man"
-    assert out.extras["mim_mask"].dtype == bool and out.extras["mim_mask"].sum() == round(0.4 * 16)
+    assert out.extras["mim_mask"].dtype == bool and out.extras["mim_mask"].sum() == round(0.4 * 16), "exact: the count asked"
+    beit = CaptionedMaskedViews(size=64, grid=(8, 8), mask_ratio=0.4, min_block=4, tokenizer=CaptionTokenizer(16))
+    counts = [beit(Sample(image=img, caption="a man"), np.random.default_rng(i)).extras["mim_mask"].sum() for i in range(50)]
+    assert max(counts) <= round(0.4 * 64) and np.mean(counts) > 0.9 * round(0.4 * 64), "beit (default): at most the count asked"
     with pytest.raises(DataError, match=r"x\.jpg: FaRL trains on image-text pairs"):
         views(Sample(image=img, meta={"path": "x.jpg"}), np.random.default_rng(1))
 

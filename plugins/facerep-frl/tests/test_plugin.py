@@ -13,7 +13,7 @@ import pytest
 from facerep.testing import ObjectiveContract
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "facerep_frl" / "configs"
-PRESETS = ("swav_r50_paper", "moco_v2_r50_paper", "swav_tiny", "moco_v2_tiny")
+PRESETS = ("swav_r50_paper", "moco_v2_r50_paper", "moco_frl_r50_paper", "swav_tiny", "moco_v2_tiny")
 
 
 def test_plugin_module_imports_nothing_heavy():
@@ -53,13 +53,43 @@ def test_presets_resolve_every_component(frl_plugins, preset):
     obj, data = resolved["objective"].params, resolved["data"]
     if preset.endswith("paper"):
         assert resolved["backbone"].params.model == "resnet50" and data.spec.name == "core.image_folder"
-        assert obj == type(obj)(), "the paper presets spell out the defaults, which are the paper's"
+        if preset == "moco_frl_r50_paper":  # FRL's code defaults, not MoCo-v2's
+            frl = (obj.temperature, obj.hidden_dim, obj.crop_scale, obj.color.brightness, obj.color.hue)
+            assert frl == (0.07, 0, (0.14, 1.0), 0.8, 0.2)
+        else:
+            assert obj == type(obj)(), "the paper presets spell out the defaults, which are the paper's"
+        # none of the official ResNet-50s zero-initialises the last BN of a residual branch
+        assert resolved["backbone"].params.model_kwargs == {"zero_init_last": False}
     else:
         assert data.spec.name == "core.synthetic" and cfg.train.max_steps <= 1000
     if preset.startswith("moco"):
         assert obj.queue_size % cfg.train.batch_size == 0
     elif obj.queue_length:
         assert obj.queue_length % cfg.train.batch_size == 0
+
+
+@pytest.mark.parametrize(("preset", "precision", "sync_bn", "red_std"), [
+    ("swav_r50_paper", "fp16", True, 0.228),      # run.sh --use_fp16 true --sync_bn apex; unsupervised_dataset.py:35
+    ("moco_frl_r50_paper", "fp16", True, 0.228),  # main.py defaults --use_fp16 true --sync_bn pytorch
+    ("moco_v2_r50_paper", "fp32", False, 0.229),  # main_moco.py: no AMP, no SyncBN (shuffling BN), ImageNet std
+])
+def test_paper_presets_precision_batch_norm_and_normalisation(preset, precision, sync_bn, red_std):
+    from facerep.config import load_config
+
+    cfg, _ = load_config(CONFIGS / f"{preset}.yaml")
+    assert (cfg.train.precision, cfg.train.sync_bn) == (precision, sync_bn)
+    assert (cfg.backbone.params.get("std") or [0.229])[0] == red_std
+
+
+def test_moco_frl_preset_is_frl_main_py_defaults():
+    from facerep.config import load_config
+
+    cfg, _ = load_config(CONFIGS / "moco_frl_r50_paper.yaml")
+    opt, sched = cfg.train.optimizer, cfg.train.schedule
+    assert (opt.type, opt.lr, opt.weight_decay, opt.momentum, opt.no_decay) == ("sgd", 4.8, 1e-6, 0.9, ())
+    assert (sched.warmup_start_factor, sched.final_factor, sched.warmup_peak) == (0.0, 0.0, "last_warmup_step")
+    assert sched.warmup_steps * 10 == pytest.approx(cfg.train.max_steps, abs=10)  # 10 of 100 epochs
+    assert (cfg.train.batch_size, cfg.seed) == (64, 31)
 
 
 def test_swav_paper_preset_optimisation_is_bulat_et_al():

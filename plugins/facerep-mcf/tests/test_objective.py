@@ -182,3 +182,38 @@ def test_resume_refuses_a_teacher_file_replaced_between_sessions(mcf_plugins, tm
     teacher(0)  # the original file back: the run finishes
     assert main(["run", str(cfg), "--work-dir", str(wd), "--resume"]) == 0
     assert (wd / "backbone.safetensors").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+def test_official_initialisation_is_mcfs_and_timm_keeps_the_old_one(mcf_plugins):
+    """models_mcf.py:65-90,235-256: every Linear xavier-uniform with zero bias, the patch embedding
+    xavier on its flattened weight (bias: Conv2d's default), cls_token N(0, 0.02), LayerNorm 1 / 0;
+    the target starts as a copy of the online encoder and projector."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    obj = build_objective("mcf.mcf")
+    assert obj.params.init == "official"
+    linears = [m for part in (obj.backbone, obj.decoder, obj.projector, obj.predictor) for m in part.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 2 * 4 + 4 + 2 + 2 + 2  # encoder blocks, decoder block, embed / pred, projector, predictor
+    for m in linears:
+        bound = math.sqrt(6.0 / (m.in_features + m.out_features))
+        assert float(m.weight.abs().max()) <= bound and float(m.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.2)
+        assert m.bias is None or not m.bias.any()
+    proj = obj.backbone.model.patch_embed.proj
+    fan_in = proj.weight[0].numel()
+    bound = math.sqrt(6.0 / (fan_in + proj.weight.shape[0]))
+    assert float(proj.weight.abs().max()) <= bound and float(proj.weight.std()) == pytest.approx(bound / math.sqrt(3), rel=0.2)
+    assert 0 < float(proj.bias.abs().max()) <= 1 / math.sqrt(fan_in)
+    assert float(obj.backbone.model.cls_token.std()) == pytest.approx(0.02, rel=0.25)
+    for m in obj.modules():
+        if isinstance(m, nn.LayerNorm):
+            assert bool((m.weight == 1).all()) and not m.bias.any()
+    for t, o in zip([*obj.target_backbone.parameters(), *obj.target_projector.parameters()],
+                    [*obj.backbone.parameters(), *obj.projector.parameters()], strict=True):
+        assert torch.equal(t, o)
+    assert obj.decoder.norm.eps == 1e-6, "MCF's norm_layer partial (models_mcf.py:154,381)"
+
+    torch.manual_seed(0)
+    old = build_objective("mcf.mcf", {"init": "timm"})
+    assert float(old.backbone.model.cls_token.std()) < 1e-5, "timm's ViT init (cls_token 1e-6)"

@@ -93,9 +93,10 @@ def vit_grid(backbone: nn.Module) -> tuple[int, int]:
 
 
 def vit_tokens(backbone: nn.Module, x: torch.Tensor, *, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-               mask_token: torch.Tensor | None = None) -> torch.Tensor:
+               mask_token: torch.Tensor | None = None, final_norm: bool = True) -> torch.Tensor:
     """Run a facerep ViT backbone on ``x`` (normalised ``(B, 3, H, W)``) and return its final,
-    normed tokens ``(B, prefix + n, D)`` (prefix: CLS and register tokens).
+    normed tokens ``(B, prefix + n, D)`` (prefix: CLS and register tokens); ``final_norm=False``:
+    the last block's raw output (the residual stream; ``model.norm`` of it gives the normed tokens).
 
     ``keep`` ``(B, k)``: indices of the only patches the blocks see (MAE); ``n = k``.
     ``mask`` ``(B, N)`` bool + ``mask_token`` ``(D,)``: masked patch embeddings are replaced by
@@ -113,5 +114,5 @@ def vit_tokens(backbone: nn.Module, x: torch.Tensor, *, keep: torch.Tensor | Non
         p = model.num_prefix_tokens
         patches = torch.gather(t[:, p:], 1, keep.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
         t = torch.cat([t[:, :p], patches], dim=1)
-    t = model.norm_pre(model.patch_drop(t))
-    return model.norm(model.blocks(t))
+    t = model.blocks(model.norm_pre(model.patch_drop(t)))
+    return model.norm(t) if final_norm else t

@@ -33,6 +33,17 @@ def expand_path(path: str) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(path)))
 
 
+def resize_shorter_side(image: np.ndarray, size: int | None) -> np.ndarray:
+    """``image`` with its shorter side ``size`` pixels (area when shrinking, linear when enlarging);
+    unchanged when ``size`` is None or already met."""
+    if size is None or min(image.shape[:2]) == size:
+        return image
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, new, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+
 @attrs.frozen
 class FolderRoot:
     """One folder; ``start``/``stop`` slice its sorted file list (e.g. CelebA 000001-008000)."""
@@ -113,14 +124,7 @@ class ImageFolder:
                 self._cache = list(pool.map(self._decode_or_none, self.files))
 
     def _decode(self, path: Path) -> np.ndarray:
-        image = decode_image(path)
-        size = self.params.resize
-        if size is not None and min(image.shape[:2]) != size:
-            h, w = image.shape[:2]
-            scale = size / min(h, w)
-            new = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = cv2.resize(image, new, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        return image
+        return resize_shorter_side(decode_image(path), self.params.resize)
 
     def _decode_or_none(self, path: Path) -> np.ndarray | None:
         try:

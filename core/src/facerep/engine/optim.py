@@ -14,7 +14,8 @@ from torch import nn
 from facerep.config import TrainConfig
 from facerep.errors import ConfigError
 
-__all__ = ["LinearWarmupLR", "LossScaledOptimWrapper", "build_optim_wrapper", "build_schedulers", "clip_grad_norm_per_tensor_", "param_groups"]
+__all__ = ["LinearWarmupLR", "LossScaledOptimWrapper", "build_optim_wrapper", "build_schedulers", "clip_grad_norm_per_tensor_",
+           "param_groups"]
 
 
 def param_groups(model: nn.Module, weight_decay: float, no_decay: tuple[str, ...], *,
@@ -64,7 +65,7 @@ def build_optim_wrapper(model: nn.Module, cfg: TrainConfig, global_batch: int, d
     if opt.type == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(groups, lr=lr, momentum=opt.momentum)
     elif opt.type == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=opt.betas)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=opt.betas, eps=opt.eps)
     else:
         # LARS (You et al. 2017) from timm; SwAV / Bulat et al. use LARC with trust 0.001 and no
         # clipping, adapting every parameter (always_adapt), hence no no-decay group in their preset.
@@ -133,9 +134,10 @@ def build_schedulers(cfg: TrainConfig, lr: float) -> list[dict[str, Any]]:
     warm = min(s.warmup_steps, n)
     out: list[dict[str, Any]] = []
     if warm > 0:
-        # after_warmup: the warm-up also sets step `warm` (= the peak), where the cosine, which starts
-        # from the current value, takes over
-        end = warm + 1 if s.warmup_peak == "after_warmup" and warm < n else warm
+        # the warm-up also sets step `warm` to the peak, where mmengine's cosine (chained: it starts
+        # from the current value) takes over; without it a 1-step warm-up would leave the cosine at
+        # the start value
+        end = warm + 1 if warm < n else warm
         span = warm if s.warmup_peak == "after_warmup" else warm - 1
         out.append(dict(type="FacerepLinearWarmupLR", start_factor=s.warmup_start_factor, span=span, by_epoch=False, begin=0, end=end))
     if n > warm:

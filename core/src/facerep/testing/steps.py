@@ -21,7 +21,7 @@ from facerep.config import TrainConfig, structure
 from facerep.engine.model import PretrainModel, _train_step
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 
-__all__ = ["runner_steps"]
+__all__ = ["runner_steps", "schedule_trace"]
 
 _CALLS = itertools.count()
 
@@ -45,7 +45,6 @@ def runner_steps(objective: torch.nn.Module, batches: Sequence[Mapping[str, Any]
         (its optimizer's state and param groups, e.g. the learning rates used).
     """
     from mmengine.logging import MessageHub
-    from mmengine.registry import PARAM_SCHEDULERS
 
     cfg = train if isinstance(train, TrainConfig) else structure(dict(train), TrainConfig, path="train")
     n = max_steps if max_steps is not None else cfg.max_steps
@@ -53,10 +52,7 @@ def runner_steps(objective: torch.nn.Module, batches: Sequence[Mapping[str, Any]
     if global_batch is None:
         global_batch = int(batches[0]["views"][0].shape[0])
     wrapper, lr = build_optim_wrapper(model, cfg, global_batch, "cpu")
-    schedulers = []
-    for spec in build_schedulers(cfg, lr):
-        spec = dict(spec)
-        schedulers.append(PARAM_SCHEDULERS.get(spec.pop("type"))(wrapper, **spec))
+    schedulers = _schedulers(wrapper, cfg, lr)
     hub = MessageHub.get_instance(f"facerep_runner_steps_{next(_CALLS)}")  # a new instance is the current one
     hub.update_info("max_iters", n)
     logs = []
@@ -68,6 +64,37 @@ def runner_steps(objective: torch.nn.Module, batches: Sequence[Mapping[str, Any]
         for s in schedulers:
             s.step()
     return logs, wrapper
+
+
+def schedule_trace(train: TrainConfig | Mapping[str, Any], lr: float, weight_decay: float, steps: int) -> tuple[list[float], list[float]]:
+    """The learning rate and weight decay the runner's schedules give at steps ``0 .. steps - 1``
+    (built from ``train.schedule`` as :func:`facerep.engine.optim.build_schedulers` does, on one
+    decayed parameter group with peak ``lr`` and ``weight_decay``), to compare with a reference
+    code's per-iteration schedules."""
+    from mmengine.optim import OptimWrapper
+
+    cfg = train if isinstance(train, TrainConfig) else structure(dict(train), TrainConfig, path="train")
+    p = torch.nn.Parameter(torch.zeros(1))
+    wrapper = OptimWrapper(torch.optim.AdamW([{"params": [p], "weight_decay": weight_decay}], lr=lr))
+    schedulers = _schedulers(wrapper, cfg, lr)
+    lrs, wds = [], []
+    for _ in range(steps):
+        lrs.append(wrapper.param_groups[0]["lr"])
+        wds.append(wrapper.param_groups[0]["weight_decay"])
+        for s in schedulers:
+            s.step()
+    return lrs, wds
+
+
+def _schedulers(wrapper: Any, cfg: TrainConfig, lr: float) -> list[Any]:
+    """The per-iteration mmengine schedulers the runner builds (``ParamSchedulerHook`` steps them)."""
+    from mmengine.registry import PARAM_SCHEDULERS
+
+    out = []
+    for spec in build_schedulers(cfg, lr):
+        spec = dict(spec)
+        out.append(PARAM_SCHEDULERS.get(spec.pop("type"))(wrapper, **spec))
+    return out
 
 
 class _FloatViewsModel(PretrainModel):

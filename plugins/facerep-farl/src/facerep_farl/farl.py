@@ -6,22 +6,32 @@ CVPR 2022, arXiv 2112.03109): image-text contrast + masked image modelling on on
    embedding go through the image tower in one batched pass;
 2. ``L_ITC``: CLS of the clean copy -> (the tower's final LayerNorm) -> projection, against the text
    tower's end-of-text feature, symmetric InfoNCE with a learnable scale capped at 100;
-3. ``L_MIM``: the masked copy's patch tokens -> a small transformer -> LayerNorm -> linear over the
-   visual vocabulary, cross-entropy at the masked positions against the patch tokenizer's ids;
+3. ``L_MIM``: the masked copy's token sequence as the last block leaves it (the raw residual
+   stream, *before* the tower's final LayerNorm) -> a small transformer of CLIP blocks -> LayerNorm
+   -> linear over the visual vocabulary, cross-entropy at the masked positions against the patch
+   tokenizer's ids;
 4. ``L = L_ITC + lambda L_MIM`` (lambda = 1 [M]).
 
-FaRL's pre-training code is unreleased (FaRL issue #22); the MIM depth, mask ratio and tokenizer are
-the brief's [M] values (1 layer, ~40 % blockwise, 8,192 dVAE codes); the tokenizer here is a k-means
-codebook (:mod:`facerep_farl.patch_tokenizer`) unless one is given.
+FaRL's pre-training code is unreleased (FaRL issue #22), but its model file is: the MIM branch
+follows FacePerceiver/FaRL 3fb4694 ``farl/network/farl/model.py`` — mask token ``width^-0.5 * randn``
+replacing patch embeddings before CLS and position embedding (``:320, 370-376``), one pass over the
+clean and masked copies (``:379``), the MIM transformer reading the raw transformer output including
+CLS (``:387-389``, no ``ln_post``), then CLS dropped, ``ln_lm`` and ``lm_head`` (``:390-395``); its
+blocks are CLIP's ``ResidualAttentionBlock`` (QuickGELU, LayerNorm eps 1e-5, ``:165-216``) with
+``Transformer``'s init (``:241-248``). The MIM depth, mask ratio and tokenizer are the brief's [M]
+values (1 layer, ~40 % blockwise, 8,192 dVAE codes); the tokenizer here is a k-means codebook
+(:mod:`facerep_farl.patch_tokenizer`) unless one is given.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import attrs
 import torch
+from timm.layers import QuickGELU
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -48,7 +58,11 @@ class FaRLParams:
         max_logit_scale: cap of the scale (CLIP: 100).
         mim_weight: lambda of ``L_MIM``; 0 trains image-text contrast only.
         mim_layers: transformer blocks of the MIM head.
-        mask_ratio, min_block: BEiT blockwise masking (BEiT: 40 %, blocks of at least 16 patches).
+        mask_ratio, min_block: BEiT blockwise masking of ``round(mask_ratio * N)`` patches in blocks
+            of at least ``min_block`` (BEiT: 75 of 196 = 38 %, 16).
+        mask_style: ``beit``: BEiT's ``MaskingGenerator`` (stops when no block fits, so a mask may
+            hold a few patches less; blocks never span the grid); ``exact``: facerep's
+            ``block_mask`` (exact count, random single-patch top-up; :mod:`facerep_farl.views`).
         vocab_size: visual tokens (the k-means codebook's size; DALL-E's dVAE has 8,192).
         codebook: the k-means tokenizer's saved codebook (safetensors ``centroids``; None fits one
             on the first batch), or with ``tokenizer_weights`` a VQ codebook (``codebook (K, C)``).
@@ -69,6 +83,7 @@ class FaRLParams:
     mim_layers: int = attrs.field(default=1, validator=positive)
     mask_ratio: float = attrs.field(default=0.4, validator=in_range(0, 1, lo_inclusive=False))
     min_block: int = attrs.field(default=16, validator=positive)
+    mask_style: Literal["beit", "exact"] = "beit"
     vocab_size: int = attrs.field(default=1024, validator=positive)
     codebook: str | None = None
     codebook_pool: int = attrs.field(default=4, validator=positive)
@@ -121,11 +136,15 @@ class FaRLObjective(nn.Module):
         d = backbone.embed_dim
         self.caption_tokenizer = CaptionTokenizer(params.context_length)
         self.joint = JointEmbedding(d, params, self.caption_tokenizer.vocab_size)
-        self.mask_token = nn.Parameter(torch.zeros(d))
+        # FaRL model.py:320: width^-0.5 * randn (std 0.036 at width 768)
+        self.mask_token = nn.Parameter(d**-0.5 * torch.randn(d))
         heads = int(backbone.model.blocks[0].attn.num_heads)
-        self.mim_blocks = nn.Sequential(*[Block(d, heads, 4.0, qkv_bias=True) for _ in range(params.mim_layers)])
-        self.mim_norm = nn.LayerNorm(d)
+        # FaRL's lm_transformer: CLIP ResidualAttentionBlocks (model.py:188-216: QuickGELU, LN eps 1e-5)
+        self.mim_blocks = nn.Sequential(*[Block(d, heads, 4.0, qkv_bias=True, act_layer=QuickGELU,
+                                                norm_layer=partial(nn.LayerNorm, eps=1e-5)) for _ in range(params.mim_layers)])
+        self.mim_norm = nn.LayerNorm(d, eps=1e-5)
         self.mim_head = nn.Linear(d, params.vocab_size)
+        self._init_mim()
         if params.tokenizer_weights is not None:
             if params.codebook is None:
                 raise ConfigError("objective.params.codebook: a VQ tokenizer (tokenizer_weights) needs its codebook file")
@@ -134,12 +153,25 @@ class FaRLObjective(nn.Module):
         else:
             self.patch_tokenizer = KMeansPatchTokenizer(patch=self.patch, vocab_size=params.vocab_size, pool=params.codebook_pool,
                                                         codebook=params.codebook)
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+
+    @torch.no_grad()
+    def _init_mim(self) -> None:
+        """FaRL's init of the MIM head (model.py:241-248, 323-332): every Linear N(0, 0.02) truncated
+        at +-2, biases 0; the attention's fused q/k/v projection keeps ``nn.MultiheadAttention``'s
+        Xavier-uniform ``in_proj_weight`` (it is not an ``nn.Linear`` there); norms 1 / 0."""
+        for m in [*self.mim_blocks.modules(), self.mim_head]:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02, a=-2.0, b=2.0)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for block in self.mim_blocks:
+            nn.init.xavier_uniform_(block.attn.qkv.weight)
 
     def view_transform(self) -> CaptionedMaskedViews:
         return CaptionedMaskedViews(size=self.grid[0] * self.patch, grid=self.grid, mask_ratio=self.params.mask_ratio,
                                     min_block=self.params.min_block, tokenizer=self.caption_tokenizer,
-                                    crop_scale=tuple(self.params.crop_scale), flip_p=self.params.flip_p)
+                                    crop_scale=tuple(self.params.crop_scale), flip_p=self.params.flip_p,
+                                    mask_style=self.params.mask_style)
 
     def param_groups(self) -> list[ParamGroup]:
         """CLIP's rule: no weight decay on the logit scale, gains and biases (here: every 0/1-D
@@ -159,15 +191,17 @@ class FaRLObjective(nn.Module):
         mim = self.params.mim_weight > 0
         # one pass over [clean; masked] (FaRL's forward_mim): the clean half has nothing masked
         both = torch.cat([x, x]) if mim else x
-        tokens = vit_tokens(self.backbone, both, mask=torch.cat([torch.zeros_like(mask), mask]) if mim else torch.zeros_like(mask),
-                            mask_token=self.mask_token)
-        u = self.joint.encode_image(tokens[:b, 0])
+        # the MIM head reads the last block's output before the final norm (FaRL model.py:387-389);
+        # the ITC feature is the normed CLS (model.py:399-402)
+        stream = vit_tokens(self.backbone, both, mask=torch.cat([torch.zeros_like(mask), mask]) if mim else torch.zeros_like(mask),
+                            mask_token=self.mask_token, final_norm=False)
+        u = self.joint.encode_image(self.backbone.model.norm(stream[:b, 0]))
         w = self.joint.encode_text(ids)
         loss_itc = image_text_contrastive_loss(u, w, self.joint.scale())
         logs = {"loss_itc": float(loss_itc.detach()), "logit_scale": float(self.joint.scale().detach())}
         loss = loss_itc
         if mim:  # with mim_weight 0 (image-text contrast only) the masked copy is not computed
-            logits = self.mim_head(self.mim_norm(self.mim_blocks(tokens[b:])))[:, prefix:]
+            logits = self.mim_head(self.mim_norm(self.mim_blocks(stream[b:])[:, prefix:]))
             targets = self.patch_tokenizer(self.backbone.unpreprocess(x))
             loss_mim = masked_token_loss(logits, targets, mask)
             loss = loss + self.params.mim_weight * loss_mim

@@ -15,22 +15,18 @@ is a :class:`~facerep.errors.DataError` naming the file (and the shard member).
 
 from __future__ import annotations
 
-import glob
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import attrs
-import numpy as np
 
 from facerep.data.folder import expand_path
 from facerep.data.io import csv_rows, decode_image
+from facerep.data.shards import TarShards
 from facerep.errors import ConfigError, DataError
 from facerep.types import DatasetInfo, Sample
 
 __all__ = ["CaptionTable", "CaptionTableParams", "WebDataset", "WebDatasetParams"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 @attrs.frozen
@@ -118,72 +114,26 @@ class WebDatasetParams:
     name: str = "webdataset"
 
 
-def _index_shard(path: Path, caption_suffix: str) -> list[tuple[str, int, int, int, int]]:
-    """``(key, image offset, image size, caption offset, caption size)`` per complete sample."""
-    images: dict[str, tuple[int, int]] = {}
-    texts: dict[str, tuple[int, int]] = {}
-    order: list[str] = []
-    try:
-        with tarfile.open(path, "r:") as tar:  # uncompressed tar: members can be read by offset
-            for m in tar:
-                if not m.isfile():
-                    continue
-                name = m.name
-                stem, _dot, _ = name.partition(".")
-                suffix = name[len(stem):].lower()
-                if suffix in IMAGE_SUFFIXES:
-                    images[stem] = (m.offset_data, m.size)
-                    order.append(stem)
-                elif suffix == caption_suffix:
-                    texts[stem] = (m.offset_data, m.size)
-    except (tarfile.TarError, OSError) as exc:
-        raise DataError(f"{path}: not a readable (uncompressed) tar shard: {exc}") from None
-    return [(k, *images[k], *texts.get(k, (-1, 0))) for k in order]
-
-
 class WebDataset:
-    def __init__(self, params: WebDatasetParams) -> None:
-        shards: list[Path] = []
-        for pattern in params.shards:
-            found = sorted(glob.glob(str(expand_path(pattern))))
-            if not found:
-                raise DataError(f"data.params.shards: nothing matches {pattern}")
-            shards.extend(Path(f) for f in found)
-        self.shards = shards
-        keys: list[str] = []
-        rows: list[tuple[int, int, int, int, int]] = []
-        for s, shard in enumerate(shards):
-            for key, io, isz, co, csz in _index_shard(shard, params.caption_suffix):
-                keys.append(key)
-                rows.append((s, io, isz, co, csz))
-        if not rows:
-            raise DataError(f"data.params.shards: no image members in {', '.join(map(str, shards))}")
-        self.keys = keys
-        self.index = np.asarray(rows, dtype=np.int64)
-        self.info = DatasetInfo(name=params.name, labels=("caption",))
-        self._handles: dict[int, Any] = {}
+    """Image-caption pairs in webdataset tar shards, read by offset through core's
+    :class:`~facerep.data.shards.TarShards`."""
 
-    def __getstate__(self) -> dict[str, Any]:  # workers open their own file handles
-        return {**self.__dict__, "_handles": {}}
+    def __init__(self, params: WebDatasetParams) -> None:
+        self.caption_suffix = params.caption_suffix
+        self.shards = TarShards(params.shards, suffixes=(params.caption_suffix,))
+        self.info = DatasetInfo(name=params.name, labels=("caption",))
 
     def __len__(self) -> int:
-        return len(self.keys)
-
-    def _read(self, shard: int, offset: int, size: int) -> bytes:
-        fh = self._handles.get(shard)
-        if fh is None:
-            fh = self._handles[shard] = open(self.shards[shard], "rb")
-        fh.seek(offset)
-        return fh.read(size)
+        return len(self.shards)
 
     def __getitem__(self, index: int) -> Sample:
-        s, io, isz, co, csz = (int(v) for v in self.index[index])
-        where = f"{self.shards[s]}:{self.keys[index]}"
-        if co < 0:
-            raise DataError(f"{where}: no caption member ({self.keys[index]}.txt) in the shard")
+        where = self.shards.where(index)
+        raw = self.shards.member(index, self.caption_suffix)
+        if raw is None:
+            raise DataError(f"{where}: no caption member ({self.shards.keys[index]}{self.caption_suffix}) in the shard")
         try:
-            caption = self._read(s, co, csz).decode("utf-8").strip()
+            caption = raw.decode("utf-8").strip()
         except UnicodeDecodeError:
             raise DataError(f"{where}: the caption is not UTF-8") from None
-        image = decode_image(self._read(s, io, isz), path=where)
+        image = decode_image(self.shards.image_bytes(index), path=where)
         return Sample(image=image, caption=caption, meta={"path": where})

@@ -43,6 +43,11 @@ def facerep_add_commands(subparsers) -> None:
 def _import_command(args) -> int:
     from facerep_farl.weights import write_import
 
-    backbone, joint = write_import(args.checkpoint, args.out)
+    left_out: list[str] = []
+    backbone, joint = write_import(args.checkpoint, args.out, left_out=left_out)
     print(f"wrote {backbone} and {joint}")
+    if left_out:  # FaRL's MIM head (pre-training only; FaRL's load_farl ignores it too)
+        print(f"left out {len(left_out)} key(s) of FaRL's MIM head (not part of the image or text tower):")
+        for name in left_out:
+            print(f"  {name}")
     return 0

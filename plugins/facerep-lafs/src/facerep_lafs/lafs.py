@@ -20,7 +20,7 @@ on the targets); landmarks come from an explicit, cached source.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -49,6 +49,8 @@ class LAFSParams:
         local_crops, local_landmarks: local views and their landmark count (36 of 196 in the paper).
         crop_scale, sigma, flip_p: geometric crops, landmark noise (px at 112 px), mirror probability.
         flip_scheme: the landmark scheme whose mirror pairs re-order flipped points ("68"); None: no flips.
+        prototype_init: ``trunc_normal`` or ``linear`` (DINO's and LAFS's ``nn.Linear`` default, row norm
+            ~0.577): :class:`~facerep.prototypes.PrototypeHead`.
     """
 
     n_prototypes: int = attrs.field(default=100_000, validator=positive)
@@ -70,6 +72,7 @@ class LAFSParams:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    prototype_init: Literal["trunc_normal", "linear"] = "trunc_normal"
 
     @classmethod
     def tiny(cls) -> LAFSParams:

@@ -9,8 +9,13 @@ Facial Representation Learning", ACM MM 2023, arXiv 2309.03575), as its official
    (:mod:`facerep_mcf.teacher`, named in the config and the run's manifest);
 3. ``L_con``: the online CLS (projector + predictor) against the momentum encoder's CLS of ``x``
    under the *other* mask (projector), InfoNCE with T = 0.2 scaled by 2T (:mod:`facerep_mcf.losses`);
-4. ``L = 1000 L_CPL + L_con``; after the optimizer step the momentum encoder and projector follow
-   the online ones with m = 0.99 (fixed; the official cosine schedule is never called).
+4. ``L = 1000 L_CPL + L_con``; the momentum encoder and projector follow the online ones with
+   m = 0.99 once per forward, as the official model does at the start of each forward (fixed m: the
+   official cosine schedule is never called): under ``train.accumulate_steps`` k, k times per
+   optimizer step (:meth:`MCFObjective.after_micro_batch`).
+
+Checked against the official code (``nomewang/MCF`` ``bc8706f``) on tiny inputs: losses, gradients
+and a 4-step accumulated trajectory (``tests/test_official_reference.py``).
 
 Differences from the official code, on purpose: no distributed process group is needed (the
 contrastive gather is a no-op in one process); the teacher is explicit; masks come from the data
@@ -30,7 +35,7 @@ from facerep.backbones.masking import keep_indices, vit_grid, vit_tokens
 from facerep.config import FieldError, in_range, non_negative, positive
 from facerep.engine.ema import momentum_update
 from facerep.types import LossOutput
-from facerep_mcf.decoder import MAEDecoder, unpatchify
+from facerep_mcf.decoder import MAEDecoder, sincos_pos_embed, unpatchify
 from facerep_mcf.losses import feature_reconstruction_loss, masked_pair_contrastive_loss
 from facerep_mcf.teacher import FeatureTeacher, TeacherParams
 from facerep_mcf.views import MaskedPairViews
@@ -60,6 +65,12 @@ class MCFParams:
         feature_axis: ``tokens`` normalises the teacher's features along the token axis as the
             official code does; ``channels`` normalises each token.
         fixed_pos_embed: MAE's fixed 2-D sine-cosine position embeddings in the encoder.
+        init: ``official``: MCF's / MAE's initialisation (``models_mcf.py:65-90,235-256``) of the
+            encoder, decoder, projector and predictor: every Linear xavier-uniform with zero bias,
+            the patch embedding xavier-uniform on its flattened weight, ``cls_token`` N(0, 0.02),
+            LayerNorm 1 / 0. ``timm``: timm's ViT initialisation for the encoder (trunc-normal
+            0.02 Linears, ``cls_token`` 1e-6) and PyTorch's defaults elsewhere (what MCF used before
+            this option).
         crop_scale: RandomResizedCrop area range; (1, 1) is MCF's plain resize.
         flip_p: horizontal flip probability.
     """
@@ -76,6 +87,7 @@ class MCFParams:
     feature_weight: float = attrs.field(default=1000.0, validator=non_negative)
     feature_axis: Literal["tokens", "channels"] = "tokens"
     fixed_pos_embed: bool = True
+    init: Literal["official", "timm"] = "official"
     crop_scale: tuple[float, float] = attrs.field(default=(1.0, 1.0), validator=_crop_scale)
     flip_p: float = attrs.field(default=0.5, validator=in_range(0, 1, hi_inclusive=True))
 
@@ -101,15 +113,42 @@ def _mlp(d_in: int, hidden: int, d_out: int, *, last_bn: bool) -> nn.Sequential:
 
 
 def _fix_sincos_pos_embed(vit: nn.Module, grid: tuple[int, int]) -> None:
-    from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
-
+    """MAE's table (``models_mcf.py:68-69``): zero for the CLS position, sin-cos for the patches."""
     pos = vit.pos_embed
     n = grid[0] * grid[1]
-    sincos = build_sincos2d_pos_embed(list(grid), dim=pos.shape[-1])
     with torch.no_grad():
-        pos.zero_()  # prefix (CLS) positions: zero, as MAE
-        pos[0, pos.shape[1] - n :] = sincos
+        pos.zero_()
+        pos[0, pos.shape[1] - n :] = sincos_pos_embed(grid, pos.shape[-1])
     pos.requires_grad_(False)
+
+
+@torch.no_grad()
+def _xavier_linears_(module: nn.Module) -> None:
+    """MAE's ``_init_weights`` (``models_mcf.py:82-90,248-256``): Linear xavier-uniform with zero
+    bias ("following official JAX ViT"), LayerNorm weight 1 and bias 0; nothing else touched."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+@torch.no_grad()
+def _official_vit_init_(vit: nn.Module) -> None:
+    """The encoder part of MCF's ``Encoder.initialize_weights`` (``models_mcf.py:72-80``): the
+    patch embedding like a Linear (xavier on the flattened ``(D, 3 p p)`` weight; its bias keeps
+    ``nn.Conv2d``'s default, which MAE never touches), ``cls_token`` N(0, 0.02), then every Linear
+    and LayerNorm as :func:`_xavier_linears_`."""
+    proj = vit.patch_embed.proj
+    proj.reset_parameters()  # PyTorch's Conv2d default for the bias, as the official PatchEmbed
+    nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+    if getattr(vit, "cls_token", None) is not None:
+        nn.init.normal_(vit.cls_token, std=0.02)
+    _xavier_linears_(vit)
 
 
 class MCFObjective(nn.Module):
@@ -127,6 +166,10 @@ class MCFObjective(nn.Module):
                                   heads=params.decoder_heads, num_prefix_tokens=backbone.num_prefix_tokens)
         self.projector = _mlp(d, params.proj_hidden, params.proj_dim, last_bn=True)
         self.predictor = _mlp(params.proj_dim, params.proj_hidden, params.proj_dim, last_bn=False)
+        if params.init == "official":
+            _official_vit_init_(backbone.model)
+            for part in (self.decoder, self.projector, self.predictor):  # mask_token: N(0, 0.02) in MAEDecoder, as :243
+                _xavier_linears_(part)
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         # Frozen and reloadable from its file: kept out of the state dict (checkpoints stay small)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -39,6 +39,9 @@ class TeacherParams:
         layers: 0-based block (ViT) or stage (CNN) indices whose features are compared
             (MCF: ViT-B blocks 2, 5, 8, 11).
         input_size: the teacher sees images resized to this side (MCF: 224); None: as given.
+        resize: how they are resized: ``nearest`` (MCF: ``F.interpolate(x, size=224)``, PyTorch's
+            default mode, ``models_moco.py:140``) or ``bilinear``. Only matters when the student's
+            side differs from ``input_size``.
         img_size: for a timm ViT ``model``, the size its position embeddings are built for.
     """
 
@@ -48,6 +51,7 @@ class TeacherParams:
     layers: tuple[int, ...] = (2, 5, 8, 11)
     input_size: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
     img_size: int | None = attrs.field(default=None, validator=attrs.validators.optional(positive))
+    resize: Literal["nearest", "bilinear"] = "nearest"
 
     def __attrs_post_init__(self) -> None:
         if (self.weights is None) == (self.model is None):
@@ -125,8 +129,12 @@ class FeatureTeacher(nn.Module):
         """``x``: a float batch in 0-255 units (``student.unpreprocess(views)``); returns one
         ``(B, T, C)`` token tensor per layer."""
         x = self.backbone.preprocess(x)
-        if self.params.input_size is not None and x.shape[-1] != self.params.input_size:
-            x = F.interpolate(x, size=(self.params.input_size,) * 2, mode="bilinear", align_corners=False)
+        size = self.params.input_size
+        if size is not None and tuple(x.shape[-2:]) != (size, size):
+            if self.params.resize == "nearest":
+                x = F.interpolate(x, size=(size, size), mode="nearest")
+            else:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         if hasattr(self.backbone, "forward_layers"):  # core.timm: stop after the last layer needed
             maps, cls = self.backbone.forward_layers(x)
         else:

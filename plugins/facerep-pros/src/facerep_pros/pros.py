@@ -21,7 +21,7 @@ frozen for the first ``freeze_prototypes_steps`` (DINO: 1 epoch).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import torch
@@ -40,12 +40,15 @@ __all__ = ["ProSObjective", "ProSParams"]
 
 @attrs.frozen
 class ProSParams:
-    """Defaults: the DINO ViT-B/16 values of ``specs/methods.md`` §4.3 (ProS's own are unpublished).
+    """Defaults: the DINO ViT-B/16 values of ``specs/methods.md`` §4.3 (ProS's own are unpublished),
+    but for the crop scales, split at 0.32 there; DINO's code splits at 0.4, which the paper preset uses.
 
     Attributes:
         n_prototypes: K learnable prototypes (DINO 65,536; ablate 4k-65k).
         hidden_dim, bottleneck_dim, head_layers: the projector MLP (768-2048-2048-256).
         learn_norm: per-prototype learnable gain (DINO's ``norm_last_layer: false``).
+        prototype_init: ``trunc_normal`` or ``linear`` (DINO's ``nn.Linear`` default, row norm ~0.577):
+            :class:`~facerep.prototypes.PrototypeHead`.
         student_temperature: tau_s.
         teacher_temperature, warmup_teacher_temperature, teacher_temperature_warmup_steps: tau_t
             goes linearly from the warm-up value to the final one.
@@ -63,6 +66,7 @@ class ProSParams:
     bottleneck_dim: int = attrs.field(default=256, validator=positive)
     head_layers: int = attrs.field(default=3, validator=positive)
     learn_norm: bool = False
+    prototype_init: Literal["trunc_normal", "linear"] = "trunc_normal"
     student_temperature: float = attrs.field(default=0.1, validator=positive)
     teacher_temperature: float = attrs.field(default=0.07, validator=positive)
     warmup_teacher_temperature: float = attrs.field(default=0.04, validator=positive)
