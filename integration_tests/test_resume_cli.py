@@ -271,6 +271,20 @@ def test_resume_reads_only_the_given_work_dir(stopped, tmp_path, capsys):
     assert not list(empty.glob("*.pth")) and not (empty / "config.yaml").exists()
 
 
+def test_resume_with_another_number_of_processes_is_refused(stopped, capsys):
+    """batch_size is per process: resuming a run on another world size would change its global
+    batch mid-run; the checkpoint records the world size and the resume names both."""
+    cfg, wd = stopped
+    ckpt = torch.load(wd / "iter_4.pth", weights_only=True)
+    assert ckpt["meta"]["world_size"] == 1
+    ckpt["meta"]["world_size"] = 2
+    torch.save(ckpt, wd / "iter_4.pth")
+    before = _snapshot(wd)
+    _fails(capsys, ["run", cfg, "--work-dir", wd, "--resume"], 2, "written by a run of 2 process(es), this one has 1",
+           "the global batch would change from 16 to 8")
+    assert _snapshot(wd) == before
+
+
 @pytest.mark.parametrize(
     ("damage", "code", "needle"),
     [

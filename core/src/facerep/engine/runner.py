@@ -114,6 +114,7 @@ class RunStateHook(Hook):
         checkpoint["message_hub"] = to_plain(checkpoint["message_hub"])
         checkpoint["meta"] = to_plain(checkpoint["meta"])
         checkpoint["meta"]["facerep_plugins"] = self.manifest
+        checkpoint["meta"]["world_size"] = fdist.world_size()  # a resume must keep the global batch
         checkpoint["meta"]["torch_rng"] = torch.get_rng_state()
         checkpoint["meta"]["numpy_rng"] = _numpy_rng_plain()
         checkpoint["meta"]["python_rng"] = _python_rng_plain()
@@ -243,7 +244,14 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}{accum}), peak lr {lr:g}, {t.max_steps} steps, "
               f"device {device}, {t.precision}")
     if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
-        check_fits(read_checkpoint(resume_from), model.module if world > 1 else model, resume_from)
+        saved = read_checkpoint(resume_from)
+        saved_world = saved.get("meta", {}).get("world_size")
+        if saved_world is not None and saved_world != world:
+            raise ConfigError(f"--resume: {resume_from} was written by a run of {saved_world} process(es), this one has {world}: "
+                              f"train.batch_size is per process, so the global batch would change from "
+                              f"{t.batch_size * t.accumulate_steps * saved_world} to {global_batch} in the middle of the run; "
+                              f"resume with {saved_world} processes (docs/scaling.md)")
+        check_fits(saved, model.module if world > 1 else model, resume_from)
         _check_objective_manifest(work_dir / "objective.json", manifest)
     ckpt_every = t.checkpoint_every
     visualizer = visualizer_cfg(t.log_backends, work_dir, run_name=cfg.name)
