@@ -117,7 +117,9 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
     def train_step() -> list[Result]:
         w, r = s_reps
         batch = 16 if quick else 64
-        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32")]
+        # "compiled": train.compile, its first step (the compile) in the check column; not in --quick (tens of seconds to compile)
+        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
+                                                     ("fp32 compiled", "fp32"), ("bf16 compiled", "fp32")]
         setup = bench_train_step.SwAVStepSetup(
             batch=batch, global_size=64, n_global=2, local_size=32, n_local=4, n_protos=300, hidden_dim=512, out_dim=128,
             facerep_variants=tuple(v for v, _ in variants),

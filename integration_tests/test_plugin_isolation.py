@@ -163,7 +163,7 @@ def _dry_run(helpers, tmp_path, make_dist, **blocks):
     cfg.update(blocks)
     cfg["required_plugins"] = []
     path = helpers.write_yaml(tmp_path / "cfg.yaml", cfg)
-    return helpers.run("run", path, "--dry-run", cwd=tmp_path, pythonpath=[make_dist.site])
+    return helpers.run("run", path, "--dry-run", "--no-cost", cwd=tmp_path, pythonpath=[make_dist.site])
 
 
 def test_two_distributions_with_the_same_entry_point_name_are_skipped_naming_both(tmp_path, make_dist, helpers):

@@ -377,3 +377,28 @@ def test_data_check_flags_cross_split_duplicates_and_unreadable_files(tmp_path):
     assert "broken.png" in res.stderr and "1 unreadable file(s)" in res.stderr
     one = facerep("data", "check", "--dataset", "core.image_folder", "-p", f"roots=[{train}]", "-p", "labels=folder", cwd=tmp_path)
     assert one.returncode == 0 and re.search(r"--dataset\s+image_folder:\w+\s+10\s+0", one.stdout)
+
+
+def test_dry_run_prints_what_the_run_will_cost(tmp_path):
+    """The user's path: ``facerep run CONFIG --dry-run`` with a real method (MoCo-v2) on a
+    BatchNorm backbone prints parameters (its momentum encoder frozen), FLOPs per step for the
+    whole accumulated batch, memory and time, and still writes nothing; ``--no-cost`` skips it."""
+    pytest.importorskip("facerep_frl")
+    cfg = _write(tmp_path / "c.yaml", {
+        "name": "dry", "data": {"name": "core.synthetic", "params": {"n": 32, "size": 40}},
+        "backbone": {"name": "core.timm", "params": {"model": "resnet10t"}},
+        "objective": {"name": "frl.moco_v2", "params": {"queue_size": 32, "out_dim": 16, "hidden_dim": 32, "view_size": 32}},
+        "train": {"max_steps": 300, "batch_size": 8, "accumulate_steps": 2, "optimizer": {"type": "sgd", "lr": 0.05}}})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = facerep("run", cfg, "--dry-run", "--gpu-tflops", "100", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    frozen = re.search(r"frozen copies\s+([\d,]+)\s+0\n", out)
+    backbone = re.search(r"backbone\s+([\d,]+)\s+([\d,]+)\n", out)
+    assert frozen and backbone and int(frozen.group(1).replace(",", "")) > int(backbone.group(1).replace(",", ""))
+    assert "per process (16 samples: 8 x 2 micro-batches)" in out and "300 steps:" in out
+    assert re.search(r"time on this host \(cpu, \d+ threads?\): [\d.]+ \w+ for 300 steps", out)
+    assert "a GPU of 100 TFLOP/s peak" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    quiet = facerep("run", cfg, "--dry-run", "--no-cost", cwd=tmp_path)
+    assert quiet.returncode == 0 and "cost of pretraining" not in quiet.stdout

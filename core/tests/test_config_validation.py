@@ -52,7 +52,7 @@ def _problems(message: str) -> list[str]:
 
 
 def _cli(capsys: pytest.CaptureFixture[str], path: Path, *overrides: str) -> tuple[int, str]:
-    argv = ["run", str(path), "--dry-run"]
+    argv = ["run", str(path), "--dry-run", "--no-cost"]
     for o in overrides:
         argv += ["-o", o]
     rc = cli.main(argv)

@@ -397,8 +397,8 @@ def _minutes(seconds: float) -> str:
 
 
 def _print_plan(stages: list[_Stage]) -> None:
-    from facerep.cli import _table
+    from facerep.describe import text_table
 
     rows = [(s.kind, s.row, str(s.steps) if s.steps is not None else "", "done" if _done(s) else "to do", str(s.work_dir)) for s in stages]
-    print(_table(rows, ("stage", "row", "steps", "status", "work dir")), flush=True)
+    print(text_table(rows, ("stage", "row", "steps", "status", "work dir")), flush=True)
 

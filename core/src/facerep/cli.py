@@ -13,15 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from facerep import __version__
+from facerep.describe import text_table
 from facerep.errors import ConfigError, FacerepError, PluginError
 
 __all__ = ["main"]
-
-
-def _table(rows: list[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -34,12 +29,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         specs = plugins.registry.specs(kind)
         print(f"\n{kind}s ({len(specs)})")
         if specs:
-            print(_table([(s.name, f"{s.dist} {s.version}", s.summary) for s in specs], ("name", "provided by", "summary")))
+            print(text_table([(s.name, f"{s.dist} {s.version}", s.summary) for s in specs], ("name", "provided by", "summary")))
     if args.kind:  # just the one kind (scripts read this); the plugin table is in plain `facerep list`
         return 0
     print("\nplugins")
     rows = [(r.name, f"{r.dist} {r.version}", r.status, r.error or r.summary) for r in plugins.records]
-    print(_table(rows, ("plugin", "distribution", "status", "note")))
+    print(text_table(rows, ("plugin", "distribution", "status", "note")))
     return 0
 
 
@@ -116,7 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after: must be a step >= 1, got {args.stop_after}")
     run(find_config(args.config), overrides=args.override or [], dry_run=args.dry_run, work_dir=args.work_dir,
-        resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite, verbose=args.verbose)
+        resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite, verbose=args.verbose, cost=not args.no_cost,
+        gpu_tflops=args.gpu_tflops, gpu_util=args.gpu_util, processes=args.processes)
     return 0
 
 
@@ -185,7 +181,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         labels = "; ".join(f"{f}: " + ", ".join(f"{k} {v}" for k, v in s.items() if k not in ("problem",)) for f, s in r["labels"].items())
         rows.append((r["config_path"], f"{r['name']}:{r['split']}", str(r["samples"]), str(r["unreadable"]), res,
                      f"{r['sharpness_mean']:.2f}", str(r["duplicates_within"]), labels or "none"))
-    print(_table(rows, ("config path", "dataset", "samples", "unreadable", "h x w", "sharpness", "dups", "labels")))
+    print(text_table(rows, ("config path", "dataset", "samples", "unreadable", "h x w", "sharpness", "dups", "labels")))
     problems = [f"{r['name']}:{r['split']}: {p}" for r in reports for p in r["problems"]] + cross
     warnings = [f"{r['name']}:{r['split']}: {w}" for r in reports for w in r["warnings"]]
     if warnings:
@@ -258,7 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a config: pretraining and/or evaluation")
     p.add_argument("config", help="YAML file, or a preset '<plugin>/<name>' (see `facerep list`)")
     p.add_argument("-o", "--override", action="append", metavar="KEY=VALUE", help="override a config field, e.g. -o train.max_steps=10")
-    p.add_argument("--dry-run", action="store_true", help="resolve every component, print them and stop")
+    p.add_argument("--dry-run", action="store_true",
+                   help="resolve every component, print them and what the run will cost (parameters, FLOPs, memory, time), and stop")
+    p.add_argument("--no-cost", action="store_true",
+                   help="with --dry-run: skip the cost estimate (it builds the model and times a few steps)")
+    p.add_argument("--gpu-tflops", type=float, metavar="T", help="with --dry-run: the GPU's dense peak for the time estimate "
+                   "(default: an H100 SXM, 989 fp16/bf16, 67 fp32)")
+    p.add_argument("--gpu-util", type=float, default=0.4, metavar="U", help="with --dry-run: the fraction of that peak reached (0.4)")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="with --dry-run: processes for the global figures (default: torchrun's, else 1)")
     p.add_argument("--work-dir", help="output folder (default: the config's work_dir or work_dirs/<name>)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT",
                    help="continue the work dir's run from its latest (or the given) checkpoint; the config must be the run's own")

@@ -261,6 +261,11 @@ class TrainConfig:
             ``clip_grad_norm_``); ``per_tensor``: each parameter tensor's gradient to that norm on
             its own (DINO's and LAFS's ``clip_gradients``, ``dino/utils.py:132-142``).
         channels_last: use the channels-last memory format (faster convolutions on GPU).
+        compile: ``torch.compile`` (inductor, CPU and CUDA) the backbone's forward and its
+            momentum / teacher copies (the objective's submodules of the backbone's class), in
+            place: checkpoints and the exported backbone keep their keys. Static shapes, one
+            compile per view size in the first steps (tens of seconds on CPU). Where torch cannot
+            compile (no C++ compiler on CPU, no Triton on CUDA) the run warns once and trains eager.
         sync_bn: BatchNorm statistics over the global batch of a multi-process run (FRL pretrains
             with SyncBN; torch's SyncBatchNorm on CUDA, ``facerep.engine.sync_bn`` on CPU / gloo);
             no effect in one process.
@@ -284,6 +289,7 @@ class TrainConfig:
     grad_clip: float | None = attrs.field(default=None, validator=positive)
     grad_clip_mode: Literal["global", "per_tensor"] = "global"
     channels_last: bool = True
+    compile: bool = False
     sync_bn: bool = False
     log_every: int = attrs.field(default=10, validator=at_least(1))
     checkpoint_every: int = attrs.field(default=0, validator=non_negative)  # 0: only at the end

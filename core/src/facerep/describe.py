@@ -1,5 +1,5 @@
 """Human-readable descriptions of params classes: the fields a component takes and the values a
-config resolved to (backs ``facerep show COMPONENT`` and ``--dry-run``).
+config resolved to (backs ``facerep show COMPONENT`` and ``--dry-run``), and the plain-text tables the commands print.
 
 A field's doc comes from, in this order:
 
@@ -23,12 +23,12 @@ import textwrap
 import tokenize
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["FieldDoc", "describe_params", "field_docs", "format_params", "format_resolved"]
+__all__ = ["FieldDoc", "describe_params", "field_docs", "format_params", "format_resolved", "text_table"]
 
 
 @attrs.frozen
@@ -280,7 +280,16 @@ def _value_text(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+def text_table(rows: list[Sequence[str]], header: Sequence[str]) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header (``facerep list``, the
+    component table of a run, the bench's plan). Here, below the commands that print it."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
 def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
+    """A params table: as :func:`text_table`, but the last column (a description) sets no width."""
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]  # the last column is free
     line = lambda r: "  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]).rstrip()
     return "\n".join([line(header), line(tuple("-" * w for w in [*widths, len(header[-1])])), *map(line, rows)])

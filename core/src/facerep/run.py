@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ import yaml
 
 from facerep.build import Resolved, build, resolve, resolve_run
 from facerep.config import RunConfig, load_config, unstructure
-from facerep.errors import ConfigError, DataError, PluginError
+from facerep.errors import ConfigError, DataError, FacerepError, PluginError
 from facerep.plugins import PluginSet, get_plugins
 
-__all__ = ["backbone_component", "evaluate", "resolved_params_table", "run", "write_run_record"]
+__all__ = ["component_table", "evaluate", "resolved_params_table", "run", "write_run_record"]
 
 
 def _git_revision() -> str:
@@ -41,10 +42,10 @@ def _check_required(cfg: RunConfig, plugins: PluginSet) -> None:
 
 
 def component_table(items: list[Resolved]) -> str:
-    from facerep.cli import _table
+    from facerep.describe import text_table
 
     rows = [(r.path, r.kind, r.spec.name, f"{r.spec.dist} {r.spec.version}") for r in items]
-    return _table(rows, ("config path", "kind", "component", "provided by"))
+    return text_table(rows, ("config path", "kind", "component", "provided by"))
 
 
 def resolved_params_table(items: list[Resolved]) -> str:
@@ -65,17 +66,6 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
             out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: data} if prefix else {}
-
-
-def backbone_component(cfg: RunConfig) -> Any:
-    """The backbone component (name + params) of a run: the config's, or the weights' sidecar's."""
-    if cfg.backbone_weights is not None:
-        from facerep.checkpoint import read_sidecar
-        from facerep.config import ComponentConfig, structure
-        from facerep.data.folder import expand_path
-
-        return structure(read_sidecar(expand_path(cfg.backbone_weights))["backbone"], ComponentConfig, path="backbone")
-    return cfg.backbone
 
 
 def write_run_record(work_dir: Path, cfg: RunConfig, plugins: PluginSet) -> None:
@@ -126,13 +116,15 @@ def _resume_checkpoint(out: Path, cfg: RunConfig, resume: bool | str) -> Path:
 def _claim_work_dir(out: Path, *, resume: bool | str, overwrite: bool, rank: int, pretraining: bool) -> bool:
     """Create and lock the work dir; refuse one holding another run unless resuming/overwriting.
     Returns whether an earlier run's files are to be replaced (once the new run starts)."""
-    from facerep.workdir import holds_run, lock_work_dir, make_work_dir, remove_temporary
+    from facerep.workdir import holds_run, lock_work_dir, make_work_dir, remove_temporary, settle_previous
 
     if rank != 0:  # rank 0 owns the work dir under torchrun
         return False
     make_work_dir(out)
     lock_work_dir(out)
     remove_temporary(out)
+    for line in settle_previous(out):  # an --overwrite run killed before it could put things in order
+        print(f"facerep: {line}", file=sys.stderr)
     found = holds_run(out)
     trained = [n for n in found if n.endswith(".pth") or n == "backbone.safetensors"]
     if trained and not pretraining:  # even --overwrite: an evaluation must not delete trained weights
@@ -154,14 +146,17 @@ def evaluate(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir: Path, w
 def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_run: bool = False, work_dir: str | Path | None = None,
         resume: bool | str = False, stop_after: int | None = None, plugins: PluginSet | None = None,
         evaluate_only: bool = False, weights: str | None = None, overwrite: bool = False, verbose: bool = False,
-        only: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        only: list[str] | tuple[str, ...] = (), cost: bool = True, gpu_tflops: float | None = None, gpu_util: float = 0.4,
+        processes: int | None = None) -> dict[str, Any]:
     """``facerep run`` (pretrain and/or evaluate) and ``facerep eval`` (``evaluate_only``: skip the
     objective; ``weights``: an exported backbone to evaluate; ``only``: the ``evaluate`` entries of
     these names, to split a grid into jobs that ``facerep report OUT --merge`` joins again).
 
     ``resume``: continue this work dir's run from its latest checkpoint (or the checkpoint path
     given); the config must equal the run's saved ``config.yaml``. ``overwrite``: replace a run the
-    work dir already holds (otherwise refused)."""
+    work dir already holds (otherwise refused). ``dry_run`` with ``cost`` also prints what the run
+    will cost (:mod:`facerep.cost`: parameters, FLOPs, activation memory, time on this host and on a
+    GPU of ``gpu_tflops`` at ``gpu_util``, for ``processes`` processes)."""
     plugins = plugins or get_plugins()
     cfg, _ = load_config(config, overrides)
     if evaluate_only:
@@ -183,6 +178,13 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
     print(component_table(resolved))
     if dry_run:
         print("\n" + resolved_params_table(resolved))
+        if cfg.objective is not None and cost:
+            from facerep.cost import estimate_cost, format_cost
+
+            try:
+                print("\n" + format_cost(estimate_cost(cfg, plugins, gpu_tflops=gpu_tflops, gpu_util=gpu_util, world_size=processes)))
+            except FacerepError as exc:  # e.g. a teacher file that is not on this machine: the rest of the dry run stands
+                print(f"\ncost: not estimated: {exc}")
         return {"resolved": resolved}
     out = Path(work_dir or cfg.work_dir or Path("work_dirs") / cfg.name)
     from facerep import dist
@@ -200,9 +202,38 @@ def run(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (), dry_
 
 def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume: bool | str, stop_after: int | None,
             replace: bool, verbose: bool) -> dict[str, Any]:
-    import torch
+    """Run in the claimed work dir. With ``replace`` (``--overwrite``) the earlier run's files are
+    moved aside as this run starts and deleted once it has a checkpoint (or, without pretraining,
+    has finished); a failure before that puts them back."""
+    from facerep.workdir import set_aside_run, settle_previous
 
-    from facerep.workdir import remove_run
+    aside: list[Path] = []
+
+    def record() -> None:  # once the run really starts: a run that fails to start changes nothing
+        if replace:
+            folder = set_aside_run(out)
+            if folder is not None:
+                aside.append(folder)
+                print(f"facerep: --overwrite: the earlier run's files are kept in {folder} until this run writes its first checkpoint")
+        write_run_record(out, cfg, plugins)
+
+    def settle(finished: bool, failed: bool = False) -> None:
+        for folder in aside:
+            for line in settle_previous(out, folder, finished=finished):
+                print(f"facerep: {line}", file=sys.stderr if failed else sys.stdout)
+        aside.clear()
+
+    try:
+        return _run_steps(out, cfg, plugins, rank=rank, resume=resume, stop_after=stop_after, verbose=verbose, record=record,
+                          settle=settle)
+    except BaseException:
+        settle(finished=False, failed=True)  # back, unless this run has a checkpoint of its own
+        raise
+
+
+def _run_steps(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume: bool | str, stop_after: int | None,
+               verbose: bool, record: Callable[[], None], settle: Callable[..., None]) -> dict[str, Any]:
+    import torch
 
     resume_from = _resume_checkpoint(out, cfg, resume) if resume and rank == 0 else None
     if resume and rank != 0:  # every rank loads the checkpoint rank 0 chose (same file system)
@@ -210,18 +241,14 @@ def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume:
 
         resume_from = Path(resume) if isinstance(resume, str) else latest_checkpoint(out)
 
-    def record() -> None:  # once the run really starts: a run that fails to start changes nothing
-        if replace:
-            remove_run(out)
-        write_run_record(out, cfg, plugins)
-
     summary: dict[str, Any] = {"work_dir": str(out)}
     start = time.perf_counter()
     if cfg.objective is not None:
         from facerep.engine.runner import pretrain
 
         path = pretrain(cfg, out, plugins, resume_from=resume_from, stop_after=stop_after, on_start=None if resume else record,
-                        verbose=verbose)
+                        on_checkpoint=lambda: settle(False), verbose=verbose)
+        settle(path is not None)  # finished, or stopped at a checkpoint: the replaced run's files go
         if path is None:
             if rank == 0:
                 print(f"stopped after step {stop_after}; continue with: facerep run {out / 'config.yaml'} --resume --work-dir {out}")
@@ -247,6 +274,8 @@ def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume:
         pretrained = cfg.objective is not None or cfg.backbone_weights is not None
         results = evaluate(cfg, backbone, plugins, out, "pretrained" if pretrained else "random init")
         if cfg.compare_random_init and pretrained:
+            from facerep.eval.runner import backbone_component
+
             torch.manual_seed(cfg.seed)
             random_backbone = build(resolve("backbone", backbone_component(cfg), "backbone", plugins))
             results += evaluate(cfg, random_backbone, plugins, out, "random init")
@@ -255,4 +284,5 @@ def _run_in(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resume:
         from facerep.eval.report import write_report
 
         print("\n" + write_report(out, cfg.name, summary).split("\n## Every run")[0])
+    settle(True)
     return summary

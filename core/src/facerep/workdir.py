@@ -11,13 +11,21 @@ Rules (``facerep run`` / ``facerep eval``):
   or moved work dir resumes from its own files, never from the original's.
 - Files are written atomically (temporary file, fsync, rename), so a crash at any moment leaves
   either the old file or the new one, never half of one.
+- ``--overwrite`` moves the earlier run's files aside into ``<work_dir>/.previous-<time>/`` when the
+  new run starts, and deletes them only once the new run has a checkpoint (``last_checkpoint``) or
+  has finished; a new run that fails before that puts them back. A run killed in between (SIGKILL,
+  power loss) leaves the folder: the next ``facerep`` run on the work dir finishes the job (puts the
+  files back, or deletes them if the killed run did write a checkpoint) before anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -35,16 +43,22 @@ __all__ = [
     "latest_checkpoint",
     "lock_work_dir",
     "make_work_dir",
-    "remove_run",
     "remove_temporary",
+    "restore_previous",
+    "set_aside_run",
+    "settle_previous",
 ]
 
 CHECKPOINT_PATTERN = re.compile(r"^iter_(\d+)\.pth$")
 LOCK_FILE = ".facerep.lock"
 LAST = "last_checkpoint"
-#: Files a run writes; ``--overwrite`` removes exactly these (and checkpoints), nothing else.
-RUN_FILES = ("config.yaml", "plugins.json", "environment.json", LAST, "backbone.safetensors", "backbone.json",
+#: Files a run writes; ``--overwrite`` replaces exactly these (and checkpoints), nothing else.
+RUN_FILES = ("config.yaml", "plugins.json", "environment.json", "objective.json", LAST, "backbone.safetensors", "backbone.json",
              "results.json", "results.jsonl", "results.md")
+#: ``--overwrite`` keeps the replaced run's files in ``.previous-<time>/`` until the new run has a checkpoint.
+PREVIOUS_PREFIX = ".previous-"
+#: In a ``.previous-*`` folder: the names moved there (written before the first move).
+MOVED = "moved.json"
 #: Config fields that may change between a run and its resume: they do not change what is trained.
 RESUME_MAY_CHANGE = ("work_dir", "evaluate", "compare_random_init", "train.num_workers", "train.log_every", "train.log_backends",
                      "train.checkpoint_every", "train.keep_checkpoints")
@@ -127,13 +141,88 @@ def holds_run(path: Path) -> list[str]:
     return names + [p.name for p in checkpoints(path)]
 
 
-def remove_run(path: Path) -> None:
-    """``--overwrite``: delete the files an earlier run wrote (and nothing the user put there)."""
-    for p in checkpoints(path):
-        p.unlink()
-    for name in RUN_FILES:
-        with contextlib.suppress(FileNotFoundError):
+def _run_files(path: Path) -> list[str]:
+    return [p.name for p in checkpoints(path)] + [n for n in RUN_FILES if (path / n).exists()]
+
+
+def set_aside_run(path: Path) -> Path | None:
+    """``--overwrite`` as the new run starts: move the earlier run's files into a new
+    ``<path>/.previous-<time>/`` (call with the lock held); None when there was nothing to move.
+
+    The names are recorded in the folder (``moved.json``) before the first move, so that a run
+    killed halfway can be undone by :func:`settle_previous`."""
+    names = _run_files(path)
+    if not names:
+        return None
+    aside = path / f"{PREVIOUS_PREFIX}{time.strftime('%Y%m%d_%H%M%S')}"
+    while aside.exists():  # two overwrites within a second (tests)
+        aside = aside.with_name(aside.name + "_")
+    aside.mkdir()
+    atomic_write_text(aside / MOVED, json.dumps(names))
+    for name in names:
+        os.replace(path / name, aside / name)  # same file system: a rename, no copy
+    _fsync_dir(path)
+    return aside
+
+
+def _moved(aside: Path) -> list[str] | None:
+    try:
+        names = json.loads((aside / MOVED).read_text())
+    except (OSError, ValueError):
+        return None
+    return names if isinstance(names, list) and all(isinstance(n, str) and "/" not in n for n in names) else None
+
+
+def _new_run_has_checkpoint(path: Path, aside: Path, names: list[str]) -> bool:
+    """Whether the run that replaced ``aside``'s has a checkpoint of its own: a ``last_checkpoint``
+    in the work dir that is not the earlier run's (still in ``aside``, or never there). Restoring
+    moves ``last_checkpoint`` back last, so a restore cut short never reads as a new checkpoint."""
+    return (path / LAST).is_file() and (LAST not in names or (aside / LAST).exists())
+
+
+def restore_previous(path: Path, aside: Path) -> None:
+    """Put the earlier run's files back from ``aside`` (the new run ended before its first
+    checkpoint): the new run's record files go, the earlier run's return, ``aside`` is removed.
+    Safe to repeat after a crash halfway."""
+    names = _moved(aside) or []
+    keep = set(names)
+    for name in _run_files(path):  # the new run's files: a record and no checkpoint
+        if name not in keep:
             (path / name).unlink()
+    for name in sorted(names, key=lambda n: n == LAST):  # last_checkpoint last: see _new_run_has_checkpoint
+        if (aside / name).exists():
+            os.replace(aside / name, path / name)
+    _fsync_dir(path)
+    shutil.rmtree(aside)
+
+
+def previous_runs(path: Path) -> list[Path]:
+    """The ``.previous-*`` folders of ``--overwrite`` runs that have not settled yet."""
+    return sorted(p for p in path.glob(PREVIOUS_PREFIX + "*") if p.is_dir())
+
+
+def settle_previous(path: Path, aside: Path | None = None, *, finished: bool = False) -> list[str]:
+    """Finish what an ``--overwrite`` run left: delete the earlier run's files once the new run has
+    finished or has a checkpoint, otherwise put them back. ``aside``: that run's folder (default:
+    every ``.previous-*`` folder, as a killed run left them). Returns one line per folder, saying
+    what was done (call with the lock held)."""
+    done = []
+    for folder in [aside] if aside is not None else previous_runs(path):
+        names = _moved(folder)
+        if names is None:  # killed before it recorded (and so moved) anything
+            if all(p.name.startswith(f".{MOVED}.tmp-") for p in folder.iterdir()):
+                shutil.rmtree(folder)
+            else:
+                done.append(f"{folder}: left as it is ({MOVED} missing or unreadable); move its files back by hand or delete it")
+            continue
+        if finished or _new_run_has_checkpoint(path, folder, names):
+            shutil.rmtree(folder)
+            done.append(f"deleted {folder}, the run that --overwrite replaced: the new run has "
+                        + ("finished" if finished else "a checkpoint"))
+        else:
+            restore_previous(path, folder)
+            done.append(f"restored the run that --overwrite was to replace from {folder} (the new run ended before its first checkpoint)")
+    return done
 
 
 def latest_checkpoint(path: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from mmengine.logging import MessageHub
 from mmengine.model import BaseModel, MMDistributedDataParallel
 from mmengine.optim import OptimWrapper
 
-__all__ = ["PretrainDDP", "PretrainModel"]
+__all__ = ["PretrainDDP", "PretrainModel", "compile_backbones"]
 
 
 class PretrainModel(BaseModel):
@@ -111,3 +112,73 @@ def _train_step(model: PretrainModel, caller: torch.nn.Module, data: dict[str, A
         optim_wrapper.zero_grad()
     objective.after_optimizer_step(step, max_steps)
     return total
+
+
+def compile_backbones(objective: torch.nn.Module, warn: Callable[[str], None]) -> list[str]:
+    """``train.compile``: ``torch.compile`` the forward of the objective's backbone and of its copies
+    (every submodule of the backbone's class: MoCo's key encoder, a teacher), in place; returns
+    their names in the objective.
+
+    In place (``Module.compile``'s way: the module's ``__call__`` goes through the compiled
+    function) rather than wrapping: the modules, their state-dict keys (no ``_orig_mod.``), the
+    parameters that EMA updates and the optimizer hold, SyncBN / DDP around them stay as they are.
+    The backbone rather than the whole objective: it is most of the step and traces into one graph,
+    where objectives break graphs at every logged ``float(...)``, Sinkhorn's range check and
+    collective. ``dynamic=False``: view sizes are fixed for a run, so each size (and grad mode)
+    compiles once to static kernels; dynamo guards on modules' type and tensors, not identity, so
+    the copies share those compiles.
+
+    Where torch cannot compile (no C++ compiler on CPU, no Triton on CUDA, or a compile error) the
+    first compile raises before any of the module's forward has run: ``warn`` is called once, every
+    module of this call goes back to its eager forward, and the step continues eagerly.
+    """
+    kind = type(objective.backbone)
+    names = [name for name, m in objective.named_modules() if type(m) is kind]
+    try:
+        compiled = {name: torch.compile(objective.get_submodule(name)._call_impl, dynamic=False) for name in names}
+    except Exception as e:  # e.g. a Python torch.compile does not support yet
+        warn(_fallback_message(e))
+        return []
+    state = _CompileState(objective, names, warn)
+    for name, fn in compiled.items():
+        module = objective.get_submodule(name)
+        module._compiled_call_impl = _CompiledCall(fn, module._call_impl, state)
+    return names
+
+
+def _fallback_message(e: BaseException) -> str:
+    why = (str(e).strip().splitlines() or [""])[0]
+    return (f"train.compile: torch.compile cannot compile here ({type(e).__name__}: {why}); training runs eager. Install a C++ "
+            "compiler (g++, or name one in CXX) for CPU, Triton for CUDA, or set train.compile: false")
+
+
+class _CompileState:
+    """Shared by the compiled modules of one run: the first compile failure turns them all eager."""
+
+    def __init__(self, objective: torch.nn.Module, names: list[str], warn: Callable[[str], None]) -> None:
+        self.objective, self.names, self.warn = objective, names, warn
+
+    def fall_back(self, e: BaseException) -> None:
+        for name in self.names:
+            self.objective.get_submodule(name)._compiled_call_impl = None
+        self.warn(_fallback_message(e))
+
+
+class _CompiledCall:
+    """A module's compiled ``__call__``; on a compile failure, its eager one. A copy of the module
+    (``copy.deepcopy``) gets its own eager forward back, not this, which runs the original's."""
+
+    def __init__(self, fn: Callable[..., Any], eager: Callable[..., Any], state: _CompileState) -> None:
+        self.fn, self.eager, self.state = fn, eager, state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch._dynamo.exc
+
+        try:
+            return self.fn(*args, **kwargs)
+        except torch._dynamo.exc.ShortenTraceback as e:  # BackendCompilerFailed (InductorError), TritonMissing, GPUTooOldForTriton
+            self.state.fall_back(e)
+            return self.eager(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> None:
+        return None

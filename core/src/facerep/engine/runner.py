@@ -26,7 +26,7 @@ from facerep import dist as fdist
 from facerep.build import build, resolve
 from facerep.checkpoint import check_fits, export_backbone, export_module, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
 from facerep.config import RunConfig, unstructure
-from facerep.engine.model import PretrainDDP, PretrainModel
+from facerep.engine.model import PretrainDDP, PretrainModel, compile_backbones
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.stream import StreamSampler, ViewStream
@@ -76,16 +76,19 @@ class CheckpointHook(Hook):
 
     priority = "VERY_LOW"  # after the logger and the schedulers have seen the step
 
-    def __init__(self, every: int, keep: int, stop_after: int | None = None) -> None:
+    def __init__(self, every: int, keep: int, stop_after: int | None = None, on_checkpoint: Callable[[], None] | None = None) -> None:
         self.every = every
         self.keep = keep
         self.stop_after = stop_after
+        self.on_checkpoint = on_checkpoint
 
     def after_train_iter(self, runner: Runner, batch_idx: int, data_batch: Any = None, outputs: Any = None) -> None:
         done = runner.iter + 1  # the loop increments its counter after this hook
         stop = self.stop_after is not None and done >= self.stop_after and done < runner.max_iters
         if stop or done == runner.max_iters or (self.every and done % self.every == 0):
             save_checkpoint(runner, Path(runner.work_dir), done, self.keep)
+            if self.on_checkpoint is not None and fdist.rank() == 0:
+                self.on_checkpoint()
         if stop:
             runner.train_loop.stop_training = True
 
@@ -175,13 +178,16 @@ def _device(cfg: RunConfig) -> torch.device:
 
 
 def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from: Path | None = None, stop_after: int | None = None,
-             on_start: Callable[[], None] | None = None, verbose: bool = False) -> Path | None:
+             on_start: Callable[[], None] | None = None, on_checkpoint: Callable[[], None] | None = None,
+             verbose: bool = False) -> Path | None:
     """Train ``cfg.objective`` on ``cfg.data``; returns the exported backbone path (safetensors), or
     None when ``stop_after`` ended the session early.
 
     ``resume_from``: a checkpoint of this run to continue from (checked to fit the model first).
     ``on_start``: called on rank 0 once everything is built and checked, right before the first
     step (the run record is written then, so a run that fails to start leaves the work dir as it was).
+    ``on_checkpoint``: called on rank 0 after each checkpoint is written (e.g. to drop the run that
+    ``--overwrite`` set aside, once this run can be resumed on its own).
     ``verbose``: mmengine's full log on the terminal too (it always goes to the work dir's log file).
     """
     if cfg.objective is None or cfg.data is None or cfg.backbone is None:
@@ -236,13 +242,14 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
         if rank == 0:
             print(f"facerep: sync_bn: {n_bn} BatchNorm layers normalise over the global batch of {world} processes")
     optim_wrapper, lr = build_optim_wrapper(model, t, global_batch, device.type)
+    compiled = compile_backbones(objective, warn=lambda msg: print(f"facerep: warning: {msg}") if rank == 0 else None) if t.compile else []
     if world > 1:
         model = PretrainDDP(module=model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
     if rank == 0:  # the effective batch and lr, before mmengine's logger exists
         accum = f" x {t.accumulate_steps} micro-batches" if t.accumulate_steps > 1 else ""
         print(f"facerep: global batch {global_batch} ({world} x {t.batch_size}{accum}), peak lr {lr:g}, {t.max_steps} steps, "
-              f"device {device}, {t.precision}")
+              f"device {device}, {t.precision}" + (f", compiled: {', '.join(compiled)} (the first steps compile)" if compiled else ""))
     if resume_from is not None:  # before the Runner exists: a refused resume leaves no trace in the work dir
         saved = read_checkpoint(resume_from)
         saved_world = saved.get("meta", {}).get("world_size")
@@ -267,7 +274,7 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
             default_hooks=dict(logger=dict(type="LoggerHook", interval=t.log_every), checkpoint=None),
             log_processor=dict(by_epoch=False),  # "Iter(train) [s/S]": the stream has no epochs
             custom_hooks=[ProgressHook(every=t.log_every, bar=False if verbose else None), RunStateHook(plugins.manifest()),
-                          CheckpointHook(ckpt_every, t.keep_checkpoints, stop_after)],
+                          CheckpointHook(ckpt_every, t.keep_checkpoints, stop_after, on_checkpoint)],
             visualizer=visualizer,
             launcher="pytorch" if world > 1 else "none",
             env_cfg=dict(cudnn_benchmark=False, dist_cfg=dict(backend="nccl" if device.type == "cuda" else "gloo")),

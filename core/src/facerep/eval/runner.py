@@ -25,7 +25,7 @@ from facerep.eval.protocols import feature_cache
 from facerep.eval.report import append_record
 from facerep.plugins import PluginSet
 
-__all__ = ["evaluate_entries", "few_shot_indices", "protocol_labels", "set_backbone_layers"]
+__all__ = ["backbone_component", "evaluate_entries", "few_shot_indices", "protocol_labels", "set_backbone_layers"]
 
 
 def set_backbone_layers(backbone: Any, layers: tuple[int, ...] | None) -> None:
@@ -144,10 +144,23 @@ class _Saving:
         return str(path)
 
 
+def backbone_component(cfg: RunConfig) -> ComponentConfig | None:
+    """The backbone component (name + params) of a run: the config's, or the weights' sidecar's.
+
+    Here and not in :mod:`facerep.build`: it reads the sidecar through :mod:`facerep.checkpoint`,
+    which itself builds through :mod:`facerep.build`."""
+    if cfg.backbone_weights is not None:
+        from facerep.checkpoint import read_sidecar
+        from facerep.config import structure
+        from facerep.data.folder import expand_path
+
+        return structure(read_sidecar(expand_path(cfg.backbone_weights))["backbone"], ComponentConfig, path="backbone")
+    return cfg.backbone
+
+
 def _backbone_component(cfg: RunConfig, backbone: Any) -> ComponentConfig:
     """The backbone's component as built now (its params include the entry's layers)."""
     from facerep.config import unstructure
-    from facerep.run import backbone_component
 
     comp = backbone_component(cfg)
     params = getattr(backbone, "params", None)
