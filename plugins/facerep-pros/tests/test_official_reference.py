@@ -161,19 +161,10 @@ def test_weight_decay_groups_equal_dinos(ref, preset):
 
 @pytest.mark.filterwarnings("ignore:Detected call of `scheduler.step\\(\\)` before")
 def test_schedules_per_iteration_equal_dinos(ref, preset):
-    from facerep.engine.ema import cosine_momentum
-    from facerep.prototypes import linear_warmup
-    from facerep.testing.steps import schedule_trace
+    from facerep.testing.steps import assert_dino_schedules
 
     tensors, meta = ref
-    r = meta["recipe"]
-    lrs, wds = schedule_trace(_train_block(preset, meta), r["peak_lr"], r["weight_decay"], r["epochs"])
-    torch.testing.assert_close(torch.tensor(lrs, dtype=torch.float64), tensors["schedule/lr"], rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(torch.tensor(wds, dtype=torch.float64), tensors["schedule/weight_decay"], rtol=1e-9, atol=1e-12)
-    moms = [cosine_momentum(i, r["epochs"], r["momentum_teacher"]) for i in range(r["epochs"])]
-    torch.testing.assert_close(torch.tensor(moms, dtype=torch.float64), tensors["schedule/momentum"], rtol=0, atol=1e-12)
-    temps = [linear_warmup(i, r["warmup_teacher_temp_epochs"] - 1, r["warmup_teacher_temp"], r["teacher_temp"]) for i in range(r["epochs"])]
-    torch.testing.assert_close(torch.tensor(temps, dtype=torch.float64), tensors["schedule/teacher_temperature"], rtol=0, atol=1e-12)
+    assert_dino_schedules(_train_block(preset, meta), meta["recipe"], tensors)
 
 
 def test_three_steps_of_the_runner_follow_dinos_train_one_epoch(ref, preset, one_thread):

@@ -21,7 +21,7 @@ from facerep.config import TrainConfig, structure
 from facerep.engine.model import PretrainModel, _train_step
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 
-__all__ = ["runner_steps", "schedule_trace"]
+__all__ = ["assert_dino_schedules", "runner_steps", "schedule_trace"]
 
 _CALLS = itertools.count()
 
@@ -84,6 +84,27 @@ def schedule_trace(train: TrainConfig | Mapping[str, Any], lr: float, weight_dec
         for s in schedulers:
             s.step()
     return lrs, wds
+
+
+def assert_dino_schedules(train: TrainConfig | Mapping[str, Any], recipe: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Per iteration, the runner's learning rate and weight decay and
+    :class:`~facerep.prototypes.PrototypeDistillation`'s EMA momentum and teacher temperature equal
+    a DINO-style reference (DINO's ``cosine_scheduler`` and ``DINOLoss.teacher_temp_schedule``, as
+    ProS's and LAFS's fixtures store them): ``tensors["schedule/lr" | "schedule/weight_decay" |
+    "schedule/momentum" | "schedule/teacher_temperature"]`` over ``recipe["epochs"]`` iterations
+    (one iteration per epoch), with ``recipe`` giving ``peak_lr``, ``weight_decay``,
+    ``momentum_teacher``, ``warmup_teacher_temp``, ``teacher_temp``, ``warmup_teacher_temp_epochs``."""
+    from facerep.engine.ema import cosine_momentum
+    from facerep.prototypes import linear_warmup
+
+    n = recipe["epochs"]
+    lrs, wds = schedule_trace(train, recipe["peak_lr"], recipe["weight_decay"], n)
+    moms = [cosine_momentum(i, n, recipe["momentum_teacher"]) for i in range(n)]
+    temps = [linear_warmup(i, recipe["warmup_teacher_temp_epochs"] - 1, recipe["warmup_teacher_temp"], recipe["teacher_temp"])
+             for i in range(n)]
+    for name, got, rtol in (("lr", lrs, 1e-9), ("weight_decay", wds, 1e-9), ("momentum", moms, 0.0), ("teacher_temperature", temps, 0.0)):
+        torch.testing.assert_close(torch.tensor(got, dtype=torch.float64), tensors[f"schedule/{name}"], rtol=rtol, atol=1e-12,
+                                   msg=lambda m, name=name: f"schedule/{name}: {m}")
 
 
 def _schedulers(wrapper: Any, cfg: TrainConfig, lr: float) -> list[Any]:
