@@ -53,6 +53,8 @@ def _overrides(preset: str, precision: str, args: argparse.Namespace, tmp: Path)
     out = [f"data={json.dumps(data)}", f"train.max_steps={args.steps}", f"train.batch_size={batch}", f"train.accumulate_steps={accumulate}",
            f"train.precision={precision}", "train.launcher=none", "train.sync_bn=false", f"train.device={args.device}",
            "train.checkpoint_every=0", "train.log_every=1", f"train.num_workers={args.workers}", "evaluate=[]"]
+    if args.compile:
+        out.append("train.compile=true")
     if preset.startswith("mcf/"):
         out.append('objective.params.teacher={"model": "vit_base_patch16_224", "layers": [2, 5, 8, 11], "input_size": 224}')
     return out
@@ -89,7 +91,9 @@ def _one(preset: str, precision: str, args: argparse.Namespace) -> dict[str, Any
     return {
         "preset": preset, "precision": precision, "steps": len(losses), "finite": all(math.isfinite(x) for x in losses),
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-        "images_per_step": images, "images_per_s": images / times[len(times) // 2] if times else None,
+        "images_per_step": images,
+        "first_step_s": float(rows[0]["time"]) if rows and "time" in rows[0] else None,  # with train.compile: the compile
+        "images_per_s": images / times[len(times) // 2] if times else None,
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None, "wall_s": wall,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--accumulate", type=int, default=0, help="micro-batches per step (default: the preset's)")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--compile", action="store_true", help="train.compile=true (the first steps then include compilation)")
+    ap.add_argument("--child-timeout", type=float, default=0, help="seconds per preset x precision (0: none)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", nargs=2, metavar=("PRESET", "PRECISION"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -115,12 +121,20 @@ def main(argv: list[str] | None = None) -> int:
         for precision in args.precisions:
             cmd = [sys.executable, __file__, "--child", preset, precision, "--steps", str(args.steps), "--batch", str(args.batch),
                    "--accumulate", str(args.accumulate), "--workers", str(args.workers), "--device", args.device]
-            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            line = next((x for x in res.stdout.splitlines() if x.startswith("GPU_SMOKE ")), None)
-            row = json.loads(line[len("GPU_SMOKE "):]) if line else {"preset": preset, "precision": precision,
-                                                                      "error": (res.stderr or res.stdout)[-1500:]}
+            cmd += ["--compile"] if args.compile else []
+            try:
+                res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.child_timeout or None)
+                line = next((x for x in res.stdout.splitlines() if x.startswith("GPU_SMOKE ")), None)
+                row = json.loads(line[len("GPU_SMOKE "):]) if line else {"preset": preset, "precision": precision,
+                                                                          "error": (res.stderr or res.stdout)[-1500:]}
+            except subprocess.TimeoutExpired:
+                row = {"preset": preset, "precision": precision, "error": f"timed out after {args.child_timeout:.0f} s"}
+            row["compile"] = args.compile
             results.append(row)
             print(_row(row), flush=True)
+            if args.out:  # after every run: a run cut short by the caller's limit keeps what finished
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / "results.json").write_text(json.dumps(results, indent=2))
     header = "| preset | precision | steps | finite | loss first -> last | images/s | peak GiB |"
     table = "\n".join([header, "|---|---|---|---|---|---|---|",
                        *(_row(r) for r in results)])

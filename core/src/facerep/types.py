@@ -170,6 +170,27 @@ class Views:
     extras: dict[str, np.ndarray] = attrs.field(factory=dict)
 
 
+def _unname_generated_globals(*classes: type) -> None:
+    """Let ``torch.compile`` trace the attrs-generated ``__init__`` of a class built inside a compiled
+    forward (a backbone's :class:`Features`).
+
+    attrs compiles each class's ``__init__`` in a copy of this module's globals plus its own names
+    (``NOTHING``, the ``__attr_factory_<field>`` defaults), ``__name__`` included. Dynamo up to torch
+    2.13 takes a traced function's ``__globals__["__name__"]`` for the module its globals live in and
+    guards each global it reads as ``facerep.types.<name>``, which does not exist: the first compiled
+    forward fails building its guards (torch 2.11: ``InternalTorchDynamoError: AttributeError: module
+    'facerep.types' has no attribute 'NOTHING'``). Without ``__name__`` it guards the copy itself,
+    what torch 2.14 does for any globals that are not their module's ``__dict__``
+    (``_registered_module_for_globals``). The copy is the generated methods' own; the module keeps
+    its name, and the methods keep ``__module__``.
+    """
+    for cls in classes:
+        cls.__init__.__globals__.pop("__name__", None)
+
+
+_unname_generated_globals(Sample, DatasetInfo, Features, ParamGroup, LossOutput, Prepared, Views)
+
+
 def as_views(out: Views | list[np.ndarray]) -> Views:
     """A view transform's output as :class:`Views` (a plain list has no extras)."""
     return out if isinstance(out, Views) else Views(images=list(out))

@@ -167,3 +167,60 @@ def test_uperhead_builds_after_an_mmengine_runner_set_its_default_scope():
     head = build_uperhead([8, 8, 8, 8], 16, 3)
     out = head([torch.randn(2, 8, s, s) for s in (8, 4, 2, 1)])
     assert out.shape == (2, 3, 8, 8) and DefaultScope.get_current_instance().scope_name == "mmengine"
+
+
+def _grid_sample_labels(logits: torch.Tensor, m: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The former predict, kept as the reference: torch's grid_sample at ``m @ (x, y, 1)``."""
+    s = logits.shape[-1]
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
+    u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
+    v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
+    grid = torch.stack([(2 * u + 1) / s - 1, (2 * v + 1) / s - 1], -1)[None].float()
+    back = torch.nn.functional.grid_sample(logits[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    return back.argmax(0).to(torch.uint8).numpy()
+
+
+def _smooth_logits(n: int, s: int, seed: int) -> torch.Tensor:
+    """Class maps varying over the image (upsampled coarse noise), like a head's logits."""
+    coarse = torch.from_numpy(np.random.default_rng(seed).standard_normal((1, n, 6, 6)).astype(np.float32))
+    return torch.nn.functional.interpolate(coarse, size=(s, s), mode="bilinear", align_corners=False)[0]
+
+
+def test_warp_argmax_matches_the_grid_sample_reference():
+    from facerep_parsing.task import _matrix, warp_argmax
+
+    s, h, w = 32, 150, 120
+    logits = _smooth_logits(7, s, 0)
+    # rotated, scaled, shifted: source positions off OpenCV's 1/32-pixel grid, edges replicated
+    m = _matrix(h, w, s, rot=0.3, scale=1.15, shift=(0.03, -0.02))
+    got, ref = warp_argmax(logits.numpy(), m, h, w), _grid_sample_labels(logits, m, h, w)
+    assert got.shape == (h, w) and got.dtype == np.uint8
+    assert len(np.unique(ref)) >= 4 and (got == ref).mean() >= 0.999
+    # the test-time resize (512 -> 64: positions on multiples of 1/16 px, no ties): identical
+    m = _matrix(512, 512, 64)
+    logits = _smooth_logits(19, 64, 1)
+    np.testing.assert_array_equal(warp_argmax(logits.numpy(), m, 512, 512), _grid_sample_labels(logits, m, 512, 512))
+
+
+def test_warp_argmax_breaks_ties_towards_the_first_class_like_argmax():
+    from facerep_parsing.task import warp_argmax
+
+    logits = np.zeros((3, 8, 8), np.float32)
+    logits[1:, :, 4:] = 1.0  # classes 1 and 2 tie on the right half; all three on the left
+    labels = warp_argmax(logits, np.array([[1.0, 0, 0], [0, 1.0, 0]]), 8, 8)
+    assert (labels[:, :4] == 0).all() and (labels[:, 5:] == 1).all()
+
+
+def test_matrix_upsampling_equals_interpolate_in_values_and_gradients():
+    from facerep_parsing.heads import upsample_bilinear
+
+    torch.manual_seed(0)
+    for shape, size in (((2, 3, 2, 2), 64), ((2, 3, 7, 5), 32), ((1, 2, 16, 16), 16)):
+        x = torch.randn(shape, requires_grad=True)
+        target = torch.randn(shape[0], shape[1], size, size)
+        ref = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        got = upsample_bilinear(x, size)
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+        (g_ref,) = torch.autograd.grad((ref * target).sum(), x)
+        (g_got,) = torch.autograd.grad((got * target).sum(), x)
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-5, atol=1e-5)

@@ -69,3 +69,18 @@ def test_margins_raise_the_loss_and_keep_finite_gradients_at_cos_one():
         assert loss.item() > plain
         (grad,) = torch.autograd.grad(loss, emb)
         assert torch.isfinite(grad).all()
+
+
+def test_cosine_equals_normalising_both_sides_in_values_and_gradients():
+    torch.manual_seed(0)
+    clf = MarginClassifier(16, 9, kind="arcface", s=30.0, m=0.5)
+    with torch.no_grad():
+        clf.weight[3] *= 50.0  # class norms far apart: the division must be per class
+    emb, y = torch.randn(6, 16, requires_grad=True), torch.tensor([0, 3, 8, 3, 1, 2])
+    ref = F.normalize(emb, dim=1) @ F.normalize(clf.weight, dim=1).t()
+    torch.testing.assert_close(clf.cosine(emb), ref, rtol=1e-5, atol=1e-6)
+    ref_loss = F.cross_entropy(arcface_logits(ref, y, 30.0, 0.5), y)
+    got = torch.autograd.grad(clf.loss(emb, y), [emb, clf.weight])
+    want = torch.autograd.grad(ref_loss, [emb, clf.weight])
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)

@@ -93,6 +93,9 @@ def test_head_maps_non_contiguous_identities_and_rejects_unknown_ones():
     assert out.shape == (3, 4)
     loss = head.loss(out, {"identity": torch.tensor([42, 3, 7])})
     assert loss.loss.ndim == 0 and set(loss.logs) == {"loss", "train_acc"}
+    idx = torch.tensor([2, 0, 1])  # the classifier's own loss and accuracy on the mapped labels
+    assert loss.loss.item() == pytest.approx(head.classifier.loss(out, idx).item(), abs=1e-6)
+    assert loss.logs["train_acc"] == pytest.approx(float((head.classifier.cosine(out).argmax(1) == idx).float().mean()))
     with pytest.raises(ValueError, match=r"identity 100 is not one of the 3 training identities"):
         head.loss(out, {"identity": torch.tensor([42, 100, 7])})
     with pytest.raises(ConfigError, match="not every sample has an identity label"):

@@ -128,9 +128,13 @@ def compile_backbones(objective: torch.nn.Module, warn: Callable[[str], None]) -
     compiles once to static kernels; dynamo guards on modules' type and tensors, not identity, so
     the copies share those compiles.
 
-    Where torch cannot compile (no C++ compiler on CPU, no Triton on CUDA, or a compile error) the
-    first compile raises before any of the module's forward has run: ``warn`` is called once, every
-    module of this call goes back to its eager forward, and the step continues eagerly.
+    Where torch cannot compile (no C++ compiler on CPU, no Triton on CUDA, a dynamo error tracing
+    or guarding the forward) the compile raises a ``TorchDynamoException`` before the module's
+    forward has run (a forward that traces into one graph; one that breaks its graph may have run
+    the graphs before the failing one): ``warn`` is called once, every module of this call goes back
+    to its eager forward, and the step continues eagerly. An error of the forward itself (a shape
+    mismatch that dynamo meets tracing it) is raised as an eager run raises it, not taken for a
+    compile failure: see :class:`_CompiledCall`.
     """
     kind = type(objective.backbone)
     names = [name for name, m in objective.named_modules() if type(m) is kind]
@@ -147,9 +151,14 @@ def compile_backbones(objective: torch.nn.Module, warn: Callable[[str], None]) -
 
 
 def _fallback_message(e: BaseException) -> str:
+    import torch._dynamo.exc
+
     why = (str(e).strip().splitlines() or [""])[0]
-    return (f"train.compile: torch.compile cannot compile here ({type(e).__name__}: {why}); training runs eager. Install a C++ "
-            "compiler (g++, or name one in CXX) for CPU, Triton for CUDA, or set train.compile: false")
+    if isinstance(e, torch._dynamo.exc.ShortenTraceback):  # the backend: inductor's C++ or Triton toolchain
+        fix = "Install a C++ compiler (g++, or name one in CXX) for CPU, Triton for CUDA, or set train.compile: false"
+    else:  # dynamo itself (tracing, guards) or torch.compile's setup: a limitation of this torch
+        fix = "Another torch version may compile it (TORCH_LOGS=dynamo shows where it fails), or set train.compile: false"
+    return f"train.compile: torch.compile cannot compile here ({type(e).__name__}: {why}); training runs eager. {fix}"
 
 
 class _CompileState:
@@ -157,8 +166,12 @@ class _CompileState:
 
     def __init__(self, objective: torch.nn.Module, names: list[str], warn: Callable[[str], None]) -> None:
         self.objective, self.names, self.warn = objective, names, warn
+        self.failed = False
 
     def fall_back(self, e: BaseException) -> None:
+        if self.failed:  # a compiled call still under way when another failed (a module nested in another)
+            return
+        self.failed = True
         for name in self.names:
             self.objective.get_submodule(name)._compiled_call_impl = None
         self.warn(_fallback_message(e))
@@ -166,7 +179,18 @@ class _CompileState:
 
 class _CompiledCall:
     """A module's compiled ``__call__``; on a compile failure, its eager one. A copy of the module
-    (``copy.deepcopy``) gets its own eager forward back, not this, which runs the original's."""
+    (``copy.deepcopy``) gets its own eager forward back, not this, which runs the original's.
+
+    A compile failure is any ``TorchDynamoException`` (``ShortenTraceback``: BackendCompilerFailed
+    around InductorError, TritonMissing; ``InternalTorchDynamoError``: dynamo's own bugs, such as
+    torch 2.11's guards on attrs-generated methods; ``Unsupported``; ``TorchRuntimeError``) that the
+    eager forward does not repeat. ``TorchRuntimeError`` is also what a genuine error of the forward
+    (a shape mismatch) becomes when dynamo meets it tracing, so the call is rerun eagerly before
+    falling back: when the eager forward raises too, that error is raised as an eager run raises it
+    (its own traceback, a note naming the compile failure) and the modules stay compiled; only
+    when it succeeds do the modules go eager, with one warning. Errors of the compiled code once it
+    runs (out of memory) are not compile failures and are raised.
+    """
 
     def __init__(self, fn: Callable[..., Any], eager: Callable[..., Any], state: _CompileState) -> None:
         self.fn, self.eager, self.state = fn, eager, state
@@ -176,9 +200,15 @@ class _CompiledCall:
 
         try:
             return self.fn(*args, **kwargs)
-        except torch._dynamo.exc.ShortenTraceback as e:  # BackendCompilerFailed (InductorError), TritonMissing, GPUTooOldForTriton
-            self.state.fall_back(e)
-            return self.eager(*args, **kwargs)
+        except torch._dynamo.exc.TorchDynamoException as e:
+            failure = e
+        try:  # outside the except: the forward's own error comes without the compile failure as its context
+            out = self.eager(*args, **kwargs)
+        except Exception as e:
+            e.add_note(f"train.compile: torch.compile failed on this call first ({type(failure).__name__}); the eager forward fails too")
+            raise
+        self.state.fall_back(failure)
+        return out
 
     def __deepcopy__(self, memo: dict[int, Any]) -> None:
         return None

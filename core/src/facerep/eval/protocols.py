@@ -17,7 +17,7 @@ import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -31,7 +31,8 @@ from facerep.protocols import Backbone, FaceDataset, Task
 from facerep.types import Prepared
 
 __all__ = [
-    "EvalOutput", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared", "feature_cache",
+    "EvalOutput", "FeatureStore", "FineTune", "FineTuneParams", "FrozenHead", "FrozenHeadParams", "PreparedData", "collate_prepared",
+    "feature_cache",
 ]
 
 
@@ -101,17 +102,74 @@ def _loader(data: Dataset, batch_size: int, num_workers: int, *, shuffle: bool =
                       drop_last=drop_last)
 
 
-_CACHE: ContextVar[dict | None] = ContextVar("facerep_feature_cache", default=None)
+@attrs.define(eq=False)
+class _Rows:
+    """Rows of one (preparation, base dataset, key): ``have[i]`` when base sample ``i``'s row is held."""
+
+    have: np.ndarray
+    rows: list
+
+
+@attrs.define(eq=False)
+class FeatureStore:
+    """Frozen-backbone rows that can outlive one :func:`feature_cache` block. The evaluation runner
+    keeps one for its whole grid and, before each entry, :meth:`retain`\\ s only the (preparation,
+    dataset) pairs that entry reads: entries of one family (adjacent in a config) share one backbone
+    pass, and memory never holds more than one entry's images' rows."""
+
+    groups: dict[tuple, _Rows] = attrs.field(factory=dict)  # (prep, base, key) -> rows
+    pinned: dict[tuple, Any] = attrs.field(factory=dict)  # ("id", n) -> the unnamed dataset n: alive, so n is not reused while cached
+
+    def retain(self, reads: Collection[tuple[Hashable, Hashable]]) -> None:
+        """Drop the rows of every (preparation, dataset name) pair not in ``reads`` (and of every
+        dataset the blocks did not name)."""
+        keep = {(prep, ("named", name)) for prep, name in reads}
+        self.groups = {k: v for k, v in self.groups.items() if (k[0], k[1]) in keep}
+        kept = {k[1] for k in self.groups}
+        self.pinned = {k: v for k, v in self.pinned.items() if k in kept}
+
+    def __len__(self) -> int:
+        return sum(int(g.have.sum()) for g in self.groups.values())
+
+
+@attrs.frozen
+class _Scope:
+    store: FeatureStore
+    prep: Hashable
+    names: dict[int, Hashable]  # id of a named dataset -> its name
+    held: tuple  # the named datasets: their ids stay theirs while the block runs
+
+    def base_key(self, base: Any) -> tuple:
+        name = self.names.get(id(base))
+        if name is not None:
+            return ("named", name)
+        key = ("id", id(base))
+        self.store.pinned[key] = base
+        return key
+
+
+_CACHE: ContextVar[_Scope | None] = ContextVar("facerep_feature_cache", default=None)
 
 
 @contextlib.contextmanager
-def feature_cache() -> Iterator[None]:
+def feature_cache(store: FeatureStore | None = None, *, prep: Hashable | None = None,
+                  datasets: Iterable[tuple[Any, Hashable]] = ()) -> Iterator[FeatureStore]:
     """Within this block, frozen-backbone outputs are computed once per (backbone, head input
     kind, image, view) and reused: across protocols, few-shot fractions and seeds the test split
-    and the training pool go through the backbone once. The evaluation runner opens one per entry."""
-    token = _CACHE.set({})
+    and the training pool go through the backbone once.
+
+    Rows go to ``store`` (a new one by default) and are shared with other blocks over the same
+    store only under an equal ``prep``: the task's preparation of the images (the same dataset
+    prepared by another task gives other rows). Without one, the block's rows are its own.
+    ``datasets`` names (dataset, name) pairs by what they are (e.g. their component), so that a
+    dataset rebuilt by a later block finds its rows; other base datasets are keyed by identity
+    and kept alive while their rows are held (an ``id`` is reused once its object is freed)."""
+    store = FeatureStore() if store is None else store
+    pairs = tuple(datasets)
+    scope = _Scope(store, object() if prep is None else prep, {id(d): n for d, n in pairs}, tuple(d for d, _ in pairs))
+    token = _CACHE.set(scope)
     try:
-        yield
+        yield store
     finally:
         _CACHE.reset(token)
 
@@ -119,7 +177,7 @@ def feature_cache() -> Iterator[None]:
 @contextlib.contextmanager
 def no_feature_cache() -> Iterator[None]:
     """Within this block frozen-backbone outputs are not cached (datasets that are not views of a
-    stable dataset, e.g. pseudo-labelled ones, whose ``id`` may be reused)."""
+    stable dataset, e.g. pseudo-labelled ones, rebuilt on every run)."""
     token = _CACHE.set(None)
     try:
         yield
@@ -127,26 +185,37 @@ def no_feature_cache() -> Iterator[None]:
         _CACHE.reset(token)
 
 
-def _base_index(dataset: Any, i: int) -> tuple[int, int]:
-    """(id of the underlying dataset, index in it), looking through :class:`Subset` views."""
+def _base_indices(dataset: Any) -> tuple[Any, np.ndarray]:
+    """The dataset under any :class:`Subset` views and each sample's index in it."""
+    idx = None
     while isinstance(dataset, Subset):
-        i, dataset = int(dataset.indices[i]), dataset.dataset
-    return id(dataset), i
+        idx = dataset.indices if idx is None else dataset.indices[idx]
+        dataset = dataset.dataset
+    return dataset, np.arange(len(dataset)) if idx is None else idx
 
 
 def cached_rows(dataset: FaceDataset, key: tuple, compute: Callable[[FaceDataset], tuple[list, list]]) -> tuple[list, list]:
     """Per-sample rows of ``compute`` (which returns (rows, metas) for a dataset) for every sample,
     computing only those not yet in the active :func:`feature_cache` under ``key``."""
-    store = _CACHE.get()
-    if store is None:
+    scope = _CACHE.get()
+    if scope is None:
         return compute(dataset)
-    keys = [(*key, *_base_index(dataset, i)) for i in range(len(dataset))]
-    missing = [i for i, k in enumerate(keys) if k not in store]
-    if missing:
-        rows, metas = compute(Subset(dataset, np.array(missing)) if len(missing) < len(dataset) else dataset)
-        for i, row, meta in zip(missing, rows, metas, strict=True):
-            store[keys[i]] = (row, meta)
-    got = [store[k] for k in keys]
+    base, idx = _base_indices(dataset)
+    group = (scope.prep, scope.base_key(base), key)
+    held = scope.store.groups.get(group)
+    if held is None:
+        held = scope.store.groups[group] = _Rows(np.zeros(len(base), bool), [None] * len(base))
+    # each missing base sample once (a view can repeat one), computed in the view's order
+    missing = np.flatnonzero(~held.have[idx])
+    need, first = np.unique(idx[missing], return_index=True)
+    if len(need):
+        order = np.argsort(first)
+        need, pos = need[order], missing[first[order]]
+        rows, metas = compute(Subset(dataset, pos) if len(pos) < len(dataset) else dataset)
+        for i, row, meta in zip(need.tolist(), rows, metas, strict=True):
+            held.rows[i] = (row, meta)
+        held.have[need] = True
+    got = [held.rows[i] for i in idx.tolist()]
     return [g[0] for g in got], [g[1] for g in got]
 
 

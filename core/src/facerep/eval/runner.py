@@ -17,11 +17,11 @@ import cv2
 import numpy as np
 
 from facerep.build import build, resolve_eval
-from facerep.config import ComponentConfig, EvalConfig, RunConfig
+from facerep.config import ComponentConfig, EvalConfig, RunConfig, unstructure
 from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.eval.fewshot import fraction_subset, identity_subset
-from facerep.eval.protocols import feature_cache
+from facerep.eval.protocols import FeatureStore, feature_cache
 from facerep.eval.report import append_record
 from facerep.plugins import PluginSet
 
@@ -102,6 +102,7 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
     """Run the whole grid for one backbone; returns one record per (entry, protocol, fraction, seed)."""
     records: list[dict[str, Any]] = []
     own_layers = tuple(getattr(getattr(backbone, "params", None), "layers", ()) or ())
+    store = FeatureStore()  # the backbone sees each image once per run of entries that read it, whatever the grid
     for i, ev in enumerate(cfg.evaluate):
         where = f"evaluate.{i}"
         comps = resolve_eval(ev, where, plugins)
@@ -119,9 +120,27 @@ def evaluate_entries(cfg: RunConfig, backbone: Any, plugins: PluginSet, out_dir:
             if "task" not in comps or not hasattr(task, "head_spec"):
                 raise ConfigError(f"{where}.save_models: task {task.name} cannot be saved (it does not implement head_spec)")
             saving = _Saving(comps["task"], _backbone_component(cfg, backbone), task.head_spec(train))
-        with feature_cache():  # the backbone sees each image once per entry, whatever the grid
+        prep = _preparation(ev, comps, task, backbone)
+        named = [(ds, _component_key(comps[k])) for k, ds in (("train", train), ("test", test), ("val", val)) if ds is not None]
+        store.retain({(prep, n) for _, n in named})  # what the previous entry read and this one does not: dropped
+        with feature_cache(store, prep=prep, datasets=named):
             records += _run_entry(ev, name, task, train, test, val, protocols, proto_names, backbone, out_dir, weights, saving)
     return records
+
+
+def _component_key(resolved: Any) -> tuple:
+    """A component by what it is (name + params): equal for the same dataset (or task) rebuilt by another entry."""
+    return (resolved.spec.name, json.dumps(unstructure(resolved.params), sort_keys=True, default=str))
+
+
+def _preparation(ev: EvalConfig, comps: dict[str, Any], task: Any, backbone: Any) -> tuple:
+    """What the cached rows of an entry depend on besides the images and the protocol's own key: the
+    task's preparation (its component, or the label and size of a label entry) and the layers the
+    backbone returns (``backbone_layers`` changes per entry; head inputs can read them)."""
+    layers = tuple(getattr(getattr(backbone, "params", None), "layers", ()) or ())
+    if "task" in comps:
+        return ("task", *_component_key(comps["task"]), layers)
+    return ("label", ev.label, task.input_size, layers)
 
 
 @attrs.frozen
@@ -131,7 +150,6 @@ class _Saving:
     spec: dict[str, Any]
 
     def save(self, directory: Path, out: Any, record: dict[str, Any], *, linear: bool) -> str | None:
-        from facerep.config import unstructure
         from facerep.eval.saved import save_trained
 
         if getattr(out, "head", None) is None:  # e.g. the closed-form probe, k-NN: no trained head
@@ -160,8 +178,6 @@ def backbone_component(cfg: RunConfig) -> ComponentConfig | None:
 
 def _backbone_component(cfg: RunConfig, backbone: Any) -> ComponentConfig:
     """The backbone's component as built now (its params include the entry's layers)."""
-    from facerep.config import unstructure
-
     comp = backbone_component(cfg)
     params = getattr(backbone, "params", None)
     if params is not None and attrs.has(type(params)):

@@ -17,7 +17,7 @@ from facerep.eval.pyramid import FeaturePyramid
 from facerep.eval.task import HeadBase
 from facerep.types import Features, LossOutput
 
-__all__ = ["LinearParsingHead", "UPerParsingHead", "build_uperhead"]
+__all__ = ["LinearParsingHead", "UPerParsingHead", "build_uperhead", "upsample_bilinear"]
 
 
 def build_uperhead(in_channels: list[int], channels: int, num_classes: int) -> nn.Module:
@@ -44,7 +44,23 @@ class _Parsing(HeadBase):
         return LossOutput(loss, {"loss": float(loss.detach())})
 
     def _upsample(self, logits: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(logits, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return upsample_bilinear(logits, self.size)
+
+
+def _interp_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n_out, n_in)`` weights of 1-D bilinear resizing, taken from ``F.interpolate`` itself (each
+    column resizes a unit vector), so the convention (align_corners False, edge clamping) is its own."""
+    eye = torch.eye(n_in, dtype=torch.float32, device=like.device)[None, :, :, None]
+    return F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False)[0, :, :, 0].T.to(like.dtype)
+
+
+def upsample_bilinear(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.interpolate(x, (size, size), mode="bilinear", align_corners=False)`` as two matrix
+    products (bilinear resizing is separable): the same values up to float rounding, and on a CPU
+    3-5x faster forward + backward (PyTorch's upsample backward scatters per output pixel; from a
+    2x2 linear-probe grid to 64x64 it was 60 % of a parsing head's training step)."""
+    h, w = x.shape[-2:]
+    return _interp_matrix(h, size, x) @ x @ _interp_matrix(w, size, x).T
 
 
 class UPerParsingHead(_Parsing):

@@ -11,7 +11,6 @@ import attrs
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facerep.data.geometry import warp
@@ -22,7 +21,7 @@ from facerep.types import Prepared, Sample
 from facerep_parsing.heads import LinearParsingHead, UPerParsingHead
 from facerep_parsing.metrics import confusion, parsing_metrics
 
-__all__ = ["FaceParsing", "ParsingParams"]
+__all__ = ["FaceParsing", "ParsingParams", "warp_argmax"]
 
 
 @attrs.frozen
@@ -49,6 +48,29 @@ def _matrix(h: int, w: int, s: int, rot: float = 0.0, scale: float = 1.0, shift:
     rs = cv2.getRotationMatrix2D((c, c), np.degrees(rot), scale)
     rs[:, 2] += np.asarray(shift) * s
     return (np.vstack([rs, [0, 0, 1]]) @ base)[:2]
+
+
+def warp_argmax(logits: np.ndarray, m: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``(C, s, s)`` input-space logits -> ``(h, w)`` uint8 labels of the original image: each
+    class's logits sampled bilinearly at ``m @ (x, y, 1)`` (``m``: original -> input, pixel centres
+    at integer coordinates on both sides; edges replicated), then the first class of highest value.
+
+    ``cv2.warpAffine`` with ``WARP_INVERSE_MAP`` samples exactly there (the former
+    ``F.grid_sample(align_corners=False, padding_mode="border")`` at ``(2u + 1) / s - 1`` is the
+    same point, see the tests); it is ~4x faster, one class plane at a time, with a running maximum
+    instead of an argmax over a stacked ``(C, h, w)`` array (torch's argmax over the strided class
+    axis of 19 x 512 x 512 took 36 ms per image). OpenCV rounds the source position to 1/32 pixel:
+    labels can differ only where two classes' interpolated logits are within float rounding.
+    """
+    flags, border = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, cv2.BORDER_REPLICATE
+    best = cv2.warpAffine(np.ascontiguousarray(logits[0], np.float32), m, (w, h), flags=flags, borderMode=border)
+    labels = np.zeros((h, w), np.uint8)
+    for c in range(1, len(logits)):
+        plane = cv2.warpAffine(np.ascontiguousarray(logits[c], np.float32), m, (w, h), flags=flags, borderMode=border)
+        above = plane > best  # strictly: ties keep the lower class, as argmax does
+        np.copyto(best, plane, where=above)
+        labels[above] = c
+    return labels
 
 
 class FaceParsing(TaskBase):
@@ -91,20 +113,8 @@ class FaceParsing(TaskBase):
                                channels=self.params.channels)
 
     def predict(self, outputs: list[Any], metas: list[dict]) -> list[Any]:
-        logits = torch.stack([o.float() for o in outputs]).mean(0)  # (B, C, s, s)
-        s = self.input_size
-        preds = []
-        for lg, meta in zip(logits, metas, strict=True):
-            h, w = meta["size"]
-            m = np.asarray(meta["matrix"], np.float64)
-            # sample the input-space logits at each original pixel: input = m @ (x, y, 1)
-            ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-            u = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-            v = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-            grid = torch.stack([(2 * u + 1) / s - 1, (2 * v + 1) / s - 1], -1)[None].float()
-            back = F.grid_sample(lg[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-            preds.append(back.argmax(0).to(torch.uint8).numpy())
-        return preds
+        logits = torch.stack([o.float() for o in outputs]).mean(0).numpy()  # (B, C, s, s)
+        return [warp_argmax(lg, np.asarray(meta["matrix"], np.float64), *meta["size"]) for lg, meta in zip(logits, metas, strict=True)]
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         names = self.class_names or tuple(dataset.info.class_names.get("mask", ()))

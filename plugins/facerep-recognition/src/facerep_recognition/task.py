@@ -23,7 +23,7 @@ from facerep.errors import ConfigError
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
-from facerep_recognition.margin import MarginClassifier
+from facerep_recognition.margin import MarginClassifier, margin_logits
 from facerep_recognition.metrics import balanced_folds, best_threshold, pair_scores, verification_metrics
 
 __all__ = ["FaceVerification", "VerificationHead", "VerificationParams"]
@@ -137,10 +137,10 @@ class VerificationHead(HeadBase):
 
     def loss(self, output: torch.Tensor, targets: dict[str, torch.Tensor]) -> LossOutput:
         idx = self.class_index(targets["identity"])
-        logits = self.classifier(output, idx)
-        loss = F.cross_entropy(logits, idx)
-        with torch.no_grad():
-            acc = (self.classifier.cosine(output).argmax(1) == idx).float().mean()
+        c = self.classifier
+        cos = c.cosine(output)  # once: the margin logits and the accuracy both read it
+        loss = F.cross_entropy(margin_logits(c.kind, cos, idx, c.s, c.m, easy_margin=c.easy_margin), idx)
+        acc = (cos.detach().argmax(1) == idx).float().mean()
         return LossOutput(loss, {"loss": float(loss.detach()), "train_acc": float(acc)})
 
 
