@@ -8,9 +8,16 @@ Features are the probe's own readouts of the five-task grid (``configs/eval/five
 a test label: CelebA's 40 attributes (train 1-8,000, test 8,001-10,000) and FER2013's 7 expressions
 (9,776 / 3,589). They are extracted once through ``facerep eval`` and kept in ``--cache``.
 
-Each shape (family x fraction, seed 0's nested subset) is probed twice on the same standardised
-features (the training split's mean and std, floored as facerep does), with the same L2 path, the
-same seeded validation split for the choice and the refit on the whole training subset:
+AFW's 68 landmarks (237 / 231 faces, ``grid4`` too) compare facerep's closed-form ridge
+(:func:`facerep.eval.linear_probe.fit_ridge`, leave-one-out choice of the weight) with scikit-learn's
+``RidgeCV`` (its efficient leave-one-out, ``alpha_per_target=False``) over the same weights on the same
+standardised features; their score is the mean point-to-point error of the normalised points
+(lower is better), their times medians of 5.
+
+Each classification shape (family x fraction, seed 0's nested subset) is probed twice on the same standardised
+features (the whole training subset's mean and std, floored as facerep does), with the same L2 path
+(strong to weak, ended after ``l2_patience`` weaker weights score below the best), the same seeded
+validation split for the choice and the refit on the whole training subset:
 
 - facerep: :func:`facerep.eval.linear_probe.fit_probe`;
 - scikit-learn: ``LogisticRegression(solver="lbfgs")`` with ``C = 1 / (2 n l2)`` (multinomial; facerep
@@ -40,7 +47,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 #: family -> (entry name, its index in five_tasks_r18_64.yaml)
-FAMILIES = {"attributes": ("celeba-attributes", 3), "expression": ("fer2013-expression", 4)}
+FAMILIES = {"attributes": ("celeba-attributes", 3), "expression": ("fer2013-expression", 4), "landmarks": ("afw-68-landmarks", 1)}
 
 
 def dump_features(family: str, cache: Path) -> Path:
@@ -55,10 +62,14 @@ def dump_features(family: str, cache: Path) -> Path:
 
     def capture(self: Any, backbone: Any, task: Any, train: Any, test: Any, val: Any = None) -> Any:
         p = self.params
-        (xtr, *_), _ = linear_probe.pooled_views(backbone, task, train, p)
-        (xte, *_), _ = linear_probe.pooled_views(backbone, task, test, p)
+        (xtr, *_), _, ttr = linear_probe._probe_rows(backbone, task, train, p)
+        (xte, *_), _, tte = linear_probe._probe_rows(backbone, task, test, p)
         cache.mkdir(parents=True, exist_ok=True)
-        np.savez(path, xtr=xtr, ytr=label_array(train, task.probe_label), xte=xte, yte=label_array(test, task.probe_label))
+        if task.probe_label is None:  # a regression target (landmarks: the normalised points)
+            ytr, yte = (np.stack([t[task.probe_target] for t in ts]).reshape(len(ts), -1).astype(np.float64) for ts in (ttr, tte))
+        else:
+            ytr, yte = label_array(train, task.probe_label), label_array(test, task.probe_label)
+        np.savez(path, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
         return EvalOutput({task.primary_metric: 0.0})
 
     original = linear_probe.LinearProbe.run
@@ -115,15 +126,45 @@ def sklearn_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.nda
             return float((models[None].predict(x) == y).mean())
         return float(np.mean([(models[c].predict(x) == y[:, c]).mean() for c in cols]))
 
-    xf, xv = standardised(xtr[fit], xtr[val])
-    best, best_acc = None, -1.0
-    for l2, models in fit_path(xf, ytr[fit], sorted(p.l2_grid, reverse=True), {}):
-        acc = score(models, xv, ytr[val])
+    xa, xt = standardised(xtr, xte)  # facerep standardises once, with the whole training split's statistics
+    best, best_acc, worse = None, -1.0, 0
+    for l2, models in fit_path(xa[fit], ytr[fit], sorted(p.l2_grid, reverse=True), {}):
+        acc = score(models, xa[val], ytr[val])
         if acc > best_acc:
-            best, best_acc = l2, acc
-    xa, xt = standardised(xtr, xte)
+            best, best_acc, worse = l2, acc, 0
+        elif acc < best_acc:
+            worse += 1
+            if worse == p.l2_patience:  # the same early end of the path
+                break
     (_, final), = fit_path(xa, ytr, [best], {})
     return {"l2": best, "val_score": best_acc, "test_score": score(final, xt, yte), "columns": columns if multilabel else None}
+
+
+def _point_error(pred: np.ndarray, y: np.ndarray) -> float:
+    """Mean point-to-point distance of (N, 2 P) normalised coordinates (the NME's numerator)."""
+    return float(np.linalg.norm((pred - y).reshape(len(y), -1, 2), axis=2).mean())
+
+
+def sklearn_ridge(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: Any, lambdas: np.ndarray) -> dict[str, Any]:
+    """scikit-learn's ``RidgeCV`` (efficient leave-one-out, one weight for all outputs) on facerep's
+    standardisation and facerep's grid of weights (``lambdas``: the relative grid x mean s^2)."""
+    from sklearn.linear_model import RidgeCV
+
+    from facerep.eval.linear_probe import feature_stats
+
+    mean, std = feature_stats(np.asarray(xtr, np.float64), p.std_floor)
+    z, zt = ((xtr - mean) / std), ((xte - mean) / std)
+    model = RidgeCV(alphas=lambdas, fit_intercept=True).fit(z, ytr)
+    return {"l2": float(model.alpha_), "test_score": _point_error(model.predict(zt), yte)}
+
+
+def facerep_ridge(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: Any) -> dict[str, Any]:
+    from facerep.eval.linear_probe import RIDGE_ALPHAS, fit_ridge
+
+    ridge = fit_ridge(xtr, ytr, std_floor=p.std_floor)
+    scale = ridge.info["ridge_lambda"] / ridge.info["ridge_alpha"]  # mean s^2 of the standardised features
+    return {"l2": ridge.info["ridge_lambda"], "test_score": _point_error(ridge.predict(xte), yte),
+            "lambdas": [a * scale for a in RIDGE_ALPHAS]}
 
 
 def facerep_probe(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, p: Any, columns: int | None) -> dict[str, Any]:
@@ -158,16 +199,25 @@ def main(argv: list[str] | None = None) -> int:
         for fraction in args.fractions:
             idx = _subset(data["ytr"], fraction)
             xtr, ytr, xte, yte = data["xtr"][idx], data["ytr"][idx], data["xte"], data["yte"]
-            columns = args.sklearn_columns if (ytr.ndim == 2 and fraction >= 1) else None
-            t = time.perf_counter()
-            ours = facerep_probe(xtr, ytr, xte, yte, p, columns)
-            ours["seconds"] = time.perf_counter() - t
+            regression = data["ytr"].dtype.kind == "f"
+            columns = args.sklearn_columns if (ytr.ndim == 2 and fraction >= 1 and not regression) else None
+            repeats = 5 if regression else 1  # the ridge fits take a fraction of a second: median of 5
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                ours = facerep_ridge(xtr, ytr, xte, yte, p) if regression else facerep_probe(xtr, ytr, xte, yte, p, columns)
+                times.append(time.perf_counter() - t)
+            ours["seconds"] = float(np.median(times))
             row: dict[str, Any] = {"family": family, "fraction": fraction, "shape": f"{len(xtr)} x {xtr.shape[1]}",
                                    "outputs": int(ytr.shape[1]) if ytr.ndim == 2 else int(ytr.max() + 1), "facerep": ours}
+            lambdas = np.asarray(ours.pop("lambdas", ()))  # the ridge's grid of weights, for scikit-learn
             if not args.skip_sklearn:
-                t = time.perf_counter()
-                theirs = sklearn_probe(xtr, ytr, xte, yte, p, columns)
-                theirs["seconds"] = (time.perf_counter() - t) * ((ytr.shape[1] / columns) if columns else 1.0)
+                times = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    theirs = sklearn_ridge(xtr, ytr, xte, yte, p, lambdas) if regression else sklearn_probe(xtr, ytr, xte, yte, p, columns)
+                    times.append(time.perf_counter() - t)
+                theirs["seconds"] = float(np.median(times)) * ((ytr.shape[1] / columns) if columns else 1.0)
                 row["sklearn"] = theirs
                 mine = ours.get("test_score_columns", ours["test_score"]) if columns else ours["test_score"]
                 row["score_diff"] = mine - theirs["test_score"]

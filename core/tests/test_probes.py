@@ -202,3 +202,72 @@ def test_ridge_probe_falls_back_to_the_mean_on_noise_and_recovers_a_linear_map()
     assert err < 0.1 and fit.info["loo_mse"] < 0.1 * fit.info["loo_mse_mean_predictor"]
     with pytest.raises(ValueError, match="at least 3"):
         fit_ridge(xt[:2], yt[:2])
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_float32_products_reach_the_float64_optimum(multilabel):
+    # fit_probe runs the design's two products in float32 (the weights, loss and L-BFGS state stay
+    # float64): on a wide, decaying spectrum it must land on the float64 fit's optimum
+    from facerep.eval.linear_probe import fit_in_axes, principal_axes
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(120, 120)) * np.arange(1, 121) ** -0.7) @ rng.normal(size=(120, 400))
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    y = (rng.random(size=(120, 6)) < 0.3).astype(np.int64) if multilabel else rng.integers(0, 4, size=120)
+    n_out = 6 if multilabel else 4
+    axes = principal_axes(x)
+    var = axes.s**2 / len(x)
+    fits = {dt: fit_in_axes(axes.coords, var, y, 1e-3, n_out=n_out, multilabel=multilabel, tol=1e-7, max_iter=1000, matmul_dtype=dt)
+            for dt in (torch.float64, torch.float32)}
+    f64, g64 = _objective(x, y, axes.to_features(fits[torch.float64][0]), fits[torch.float64][1], 1e-3, multilabel)
+    f32, g32 = _objective(x, y, axes.to_features(fits[torch.float32][0]), fits[torch.float32][1], 1e-3, multilabel)
+    assert g64 < 1e-5 and g32 < 1e-5
+    assert abs(f32 - f64) < 1e-6 * f64  # float32 products: the optimum to six digits
+    assert fits[torch.float32][0].dtype == torch.float64  # the returned weights are float64
+
+
+def test_l2_path_ends_after_patience_weaker_weights_score_below_the_best():
+    # separable-ish blobs: the validation score peaks at a strong weight; with patience 2 the path
+    # stops two weights later and picks what the whole grid picks
+    x, y = _blobs(300, 20, 3, sep=0.6, seed=4)
+    grid = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    full = probe_features(x[:200], y[:200], x[200:], y[200:], LinearProbeParams(l2_grid=grid, l2_patience=0))
+    short = probe_features(x[:200], y[:200], x[200:], y[200:], LinearProbeParams(l2_grid=grid, l2_patience=2))
+    assert full["l2_path"] == len(grid)
+    assert short["l2"] == full["l2"] and short["val_score"] == full["val_score"]
+    assert short["l2_path"] < len(grid)
+
+
+def test_wide_ridge_through_the_gram_matrix_equals_the_normal_equations():
+    # D > N takes the Gram route (eigh of z z^T): the weights must be the normal equations' ridge
+    from facerep.eval.linear_probe import feature_stats, fit_ridge
+
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(20, 50)) * np.linspace(0.2, 3, 50)
+    y = x[:, :3] @ rng.normal(size=(3, 4)) + 0.1 * rng.normal(size=(20, 4))
+    fit = fit_ridge(x, y)
+    mean, std = feature_stats(x)
+    z = (x - mean) / std
+    w, b = _ridge_by_hand(z, y, fit.info["ridge_lambda"])
+    np.testing.assert_allclose(fit.predict(x[:5] + 0.3), (z[:5] + 0.3 / std) @ w + b, atol=1e-8)
+
+
+def test_float32_axes_keep_the_leading_spectrum_and_fit_near_the_exact_optimum():
+    # principal_axes(float32=True) (fit_probe's route from FLOAT32_AXES_FROM rows): the directions
+    # it keeps are the exact ones to float32 precision, and the fit over them is within a hair of
+    # the exact optimum; with a spectrum spanning 1e9 the tail below 1e-6 of the top is dropped
+    from facerep.eval.linear_probe import fit_in_axes, principal_axes
+
+    rng = np.random.default_rng(7)
+    x = (rng.normal(size=(150, 150)) * np.logspace(0, -4.5, 150)) @ rng.normal(size=(150, 500))
+    x = ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+    y = rng.integers(0, 3, size=150)
+    exact, fast = principal_axes(x), principal_axes(x, float32=True)
+    assert len(fast.s) < len(exact.s)
+    assert fast.s.min() ** 2 > 1e-6 * fast.s.max() ** 2
+    torch.testing.assert_close(fast.s[-5:], exact.s[-5:], rtol=1e-4, atol=0)
+    objective = {}
+    for name, axes in (("exact", exact), ("fast", fast)):
+        w, b = fit_in_axes(axes.coords, axes.s**2 / len(x), y, 1e-3, n_out=3, multilabel=False, tol=1e-8, max_iter=2000)
+        objective[name] = _objective(x, y, axes.to_features(w), b, 1e-3, False)[0]
+    assert -1e-9 < objective["fast"] - objective["exact"] < 1e-3 * objective["exact"]
