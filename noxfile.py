@@ -70,5 +70,6 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     extras = [f"-e{p}" for p in ["core", *(f"plugins/{n}" for n in PLUGINS)]]
-    _install(session, *extras, "lightly==1.6.0")  # the peer, pinned so ratios stay comparable
+    # the peers, pinned so ratios stay comparable: lightly for the SSL steps, scikit-learn for the probes
+    _install(session, *extras, "lightly==1.6.0", "scikit-learn==1.9.1")
     session.run("python", "benchmarks/run.py", *session.posargs)
