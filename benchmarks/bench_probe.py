@@ -4,9 +4,10 @@
     FACEREP_DATA=../shared/data python benchmarks/bench_probe.py --fractions 0.1 --sklearn-columns 40
 
 Features are the probe's own readouts of the five-task grid (``configs/eval/five_tasks_r18_64.yaml``:
-64 px, random-init ResNet-18, ``grid4`` of layers 1-4 = 15,360 dimensions) for the two families with
-a test label: CelebA's 40 attributes (train 1-8,000, test 8,001-10,000) and FER2013's 7 expressions
-(9,776 / 3,589). They are extracted once through ``facerep eval`` and kept in ``--cache``.
+64 px, random-init ResNet-18, ``grid4`` of layers 1-4 = 15,360 dimensions) for the three families
+with a closed-form probe: CelebA's 40 attributes (train 1-8,000, test 8,001-10,000) and FER2013's 7
+expressions (9,776 / 3,589) by logistic regression, AFW's landmarks by ridge regression. They are
+extracted once through ``facerep eval`` and kept in ``--cache``.
 
 AFW's 68 landmarks (237 / 231 faces, ``grid4`` too) compare facerep's closed-form ridge
 (:func:`facerep.eval.linear_probe.fit_ridge`, leave-one-out choice of the weight) with scikit-learn's
