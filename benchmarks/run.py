@@ -83,6 +83,7 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
     """(group name, its torch threads, thunk returning its rows), in run order."""
     import bench_bf16_curve
     import bench_losses
+    import bench_moco_step
     import bench_train_step
     import bench_views
 
@@ -125,7 +126,16 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
             facerep_variants=tuple(v for v, _ in variants),
         )
         shape = f"timm resnet18, batch {batch}, 2x64 + 4x32 crops, projector 512-512-128, K=300"
-        return bench_train_step.bench_swav_step(setup, variants=variants, warmup=w, reps=r, shape=shape)
+        rows = bench_train_step.bench_swav_step(setup, variants=variants, warmup=w, reps=r, shape=shape)
+        del setup
+        # MoCo-v2 at the frl/moco_v2_tiny preset's shape (batch 128, two 64 px views, queue 8192; bf16 is its precision)
+        batch = 16 if quick else 128
+        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
+                                                     ("fp32 compiled", "fp32")]
+        moco = bench_moco_step.MoCoStepSetup(batch=batch, size=64, queue_size=8192, hidden_dim=512, out_dim=128,
+                                             facerep_variants=tuple(v for v, _ in variants))
+        shape = f"timm resnet18, batch {batch}, 2x64 views, projector 512-512-128, queue 8192, T 0.2"
+        return [*rows, *bench_moco_step.bench_moco_step(moco, variants=variants, warmup=w, reps=r, shape=shape)]
 
     def bf16_curve() -> list:
         # full: 200 steps of the step benchmark's configuration at batch 64; quick: 40 steps at batch 16

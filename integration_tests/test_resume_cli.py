@@ -42,7 +42,8 @@ CONFIG = {
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEREP_")}
+    # FACEREP_CPU_BF16 passes: the bf16 case sets it to train bf16 on CPUs without bf16 kernels
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEREP_") or k == "FACEREP_CPU_BF16"}
     env["CUDA_VISIBLE_DEVICES"] = ""
     return env
 
@@ -195,10 +196,11 @@ KILL_BETWEEN_MICRO_BATCHES = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_accumulated_run_resumes_bit_identical(tmp_path, precision):
+def test_accumulated_run_resumes_bit_identical(tmp_path, precision, monkeypatch):
     """accumulate_steps 2 (batch 4 x 2 = the reference's 8 per step): stopped after step 3 (fp16,
     loss-scaler state in the checkpoint) or killed between the two micro-batches of step 4 (bf16),
     then resumed, the run ends bit-identical to the uninterrupted one; BatchNorm saw 12 forwards."""
+    monkeypatch.setenv("FACEREP_CPU_BF16", "emulated")  # bf16 autocast even on a CPU without bf16 kernels
     cfg_data = {**CONFIG, "train": {**CONFIG["train"], "batch_size": 4, "accumulate_steps": 2, "precision": precision,
                                     "log_backends": []}}
     cfg = tmp_path / "moco_accumulated.yaml"

@@ -395,7 +395,7 @@ def estimate_cost(cfg: RunConfig, plugins: PluginSet | None = None, *, time_step
 
 
 def _estimate(cfg: RunConfig, plugins: PluginSet, *, time_steps: int, gpu_tflops: float | None, gpu_util: float, world: int) -> Cost:
-    from facerep.engine.model import PretrainModel
+    from facerep.engine.model import PretrainModel, effective_precision
     from facerep.engine.optim import build_optim_wrapper
     from facerep.engine.stream import ViewStream
 
@@ -428,8 +428,11 @@ def _estimate(cfg: RunConfig, plugins: PluginSet, *, time_steps: int, gpu_tflops
     views = tuple(tuple(v.shape) for v in items[0]["views"])
 
     # FLOPs and saved activations at two small batches; fp16 autocast is slow on a CPU, and bf16
-    # saves the same bytes and counts the same FLOPs
-    precision = "bf16" if device.type == "cpu" and t.precision == "fp16" else t.precision
+    # saves the same bytes and counts the same FLOPs; bf16 on a CPU without bf16 kernels is what the
+    # run itself avoids (effective_precision): fp32
+    precision, why = effective_precision("bf16" if device.type == "cpu" and t.precision == "fp16" else t.precision, device.type)
+    if why and t.precision == "bf16":
+        notes.append(why)
     model = PretrainModel(objective, precision=precision, channels_last=t.channels_last).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -481,10 +484,10 @@ def _estimate(cfg: RunConfig, plugins: PluginSet, *, time_steps: int, gpu_tflops
                           data_seconds=per_sample_data * t.batch_size * t.accumulate_steps, setup=setup)
     elif time_steps > 0:
         notes.append(f"time on this host: not measured (train.device is {t.device} and this host has no CUDA device)")
-    if precision != t.precision:
+    if t.precision == "fp16" and precision != t.precision:
         timed = f"; the run itself, in {t.precision} on this CPU, would be slower than timed" if host is not None else ""
-        notes.append(f"counted{' and timed' if host is not None else ''} with bf16 autocast: {t.precision} autocast on a CPU is slow "
-                     f"(the same FLOPs and bytes{timed})")
+        notes.append(f"counted{' and timed' if host is not None else ''} in {precision}: {t.precision} autocast on a CPU is slow "
+                     f"(the same FLOPs{', the same bytes' if precision == 'bf16' else ''}{timed})")
 
     peak = gpu_tflops if gpu_tflops is not None else GPU_PEAK_TFLOPS[t.precision]
     gpu_note = (f"{peak:g} TFLOP/s peak" if gpu_tflops is not None else

@@ -43,8 +43,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 #: ``facerep.types.Views`` (images + per-sample ``extras`` passed as ``Objective.forward(views,
 #: extras=...)``), optional ``Objective.manifest()``; 1.3 ``facerep.prototypes`` (self-distillation
 #: over learnable prototypes: head, loss, centre); 1.4 optional ``Objective.after_micro_batch`` (gradient
-#: accumulation, ``train.accumulate_steps``). See CHANGELOG.md.
-API_VERSION = "1.4"
+#: accumulation, ``train.accumulate_steps``); 1.5 optional ``Task.outcomes`` (per-item terms of the
+#: primary metric, ``facerep.eval.outcomes``). See CHANGELOG.md.
+API_VERSION = "1.5"
 
 
 @hookspec

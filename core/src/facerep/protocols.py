@@ -185,6 +185,12 @@ class Task(typing.Protocol):
         [0, 1] (``core.self_distill``'s ``threshold``; classification: the softmax maximum).
         ``pseudo_label(sample, prediction) -> Sample`` (API 1.3): the sample relabelled with a
         teacher's prediction (default: ``prediction`` set as the ``label`` field).
+        ``outcomes(predictions, dataset) -> facerep.eval.outcomes.ItemOutcomes`` (API 1.5): the
+        per-item terms of ``primary_metric`` (per image: right or wrong; per face: its NME; per
+        pair and fold; per parsing image: its per-class pixel counts), such that
+        ``outcomes.metric()`` equals ``evaluate(...)[primary_metric]``. The eval runner stores them
+        beside each record, and reports use them for intervals that count the test set's sampling
+        and for paired comparisons item by item; without it, intervals count the seeds only.
     """
 
     name: str

@@ -26,7 +26,7 @@ def plugins():
 def test_plugin_module_imports_nothing_heavy():
     code = ("import sys, facerep_recognition.plugin as p; "
             "heavy = sorted(m for m in ('torch', 'timm', 'cv2', 'numpy') if m in sys.modules); "
-            "print(','.join(heavy)); assert p.facerep_plugin_info()['api_version'] == '1.0'")
+            "print(','.join(heavy)); assert p.facerep_plugin_info()['api_version'] == '1.5'")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False)
     assert out.returncode == 0, out.stderr

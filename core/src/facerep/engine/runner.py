@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 from mmengine.hooks import Hook
@@ -26,7 +27,7 @@ from facerep import dist as fdist
 from facerep.build import build, resolve
 from facerep.checkpoint import check_fits, export_backbone, export_module, from_plain, read_checkpoint, safe_checkpoint_loading, to_plain
 from facerep.config import RunConfig, unstructure
-from facerep.engine.model import PretrainDDP, PretrainModel, compile_backbones
+from facerep.engine.model import PretrainDDP, PretrainModel, compile_backbones, effective_precision
 from facerep.engine.optim import build_optim_wrapper, build_schedulers
 from facerep.engine.progress import ProgressHook, quiet_terminal, visualizer_cfg
 from facerep.engine.stream import StreamSampler, ViewStream
@@ -211,7 +212,11 @@ def pretrain(cfg: RunConfig, work_dir: Path, plugins: PluginSet, *, resume_from:
     backbone = build(backbone_r)
     objective = build(objective_r, backbone=backbone)
     manifest = objective.manifest() if hasattr(objective, "manifest") else {}  # optional, API 1.2
-    model = PretrainModel(objective, precision=t.precision, channels_last=t.channels_last, accumulate_steps=t.accumulate_steps).to(device)
+    precision, why = effective_precision(t.precision, device.type)
+    if why and rank == 0:
+        print(f"facerep: warning: {why}")
+    t = attrs.evolve(t, precision=precision)  # the optim wrapper (fp16's loss scaler) and the log line follow
+    model = PretrainModel(objective, precision=precision, channels_last=t.channels_last, accumulate_steps=t.accumulate_steps).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
 

@@ -17,11 +17,12 @@ from torch import nn
 
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
 
-__all__ = ["LabelTask", "LinearHead", "classification_confidence", "classification_metrics"]
+__all__ = ["LabelTask", "LinearHead", "classification_confidence", "classification_metrics", "classification_outcomes"]
 
 
 class LinearHead(HeadBase):
@@ -68,6 +69,18 @@ def classification_metrics(pred: np.ndarray, y: np.ndarray, class_names: tuple[s
     return out
 
 
+def classification_outcomes(pred: np.ndarray, y: np.ndarray, primary: str = "acc") -> ItemOutcomes:
+    """Per image: right or wrong (``acc``); per image and class (``mean_class_acc``: a column per
+    class, ``den`` marks the images of that class); per image and column for multi-label ``mean_acc``."""
+    pred, y = np.asarray(pred), np.asarray(y)
+    correct = (pred == y).astype(np.float64)
+    if y.ndim == 2 or primary != "mean_class_acc":
+        return ItemOutcomes(correct, unit="image")
+    classes = np.unique(y)
+    member = (y[:, None] == classes[None, :]).astype(np.float64)
+    return ItemOutcomes(member * correct[:, None], member, unit="image")
+
+
 class LabelTask(TaskBase):
     """Classify ``label`` (a :class:`Sample` field) from the whole image resized to ``input_size``."""
 
@@ -105,6 +118,9 @@ class LabelTask(TaskBase):
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         y = label_array(dataset, self.label)
         return classification_metrics(np.stack(predictions), y, dataset.info.class_names.get(self.label, ()))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        return classification_outcomes(np.stack(predictions), label_array(dataset, self.label), self.primary_metric)
 
     def strata(self, dataset: FaceDataset) -> np.ndarray | None:
         y = label_array(dataset, self.label)

@@ -21,6 +21,7 @@ from facerep.config import ComponentConfig, EvalConfig, RunConfig, unstructure
 from facerep.data.subset import Subset
 from facerep.errors import ConfigError
 from facerep.eval.fewshot import fraction_subset, identity_subset
+from facerep.eval.outcomes import save_outcomes
 from facerep.eval.protocols import FeatureStore, feature_cache
 from facerep.eval.report import append_record
 from facerep.plugins import PluginSet
@@ -202,6 +203,23 @@ def protocol_labels(resolved: list[Any]) -> list[str]:
     return labels
 
 
+def _store_outcomes(task: Any, out: Any, test: Any, record: dict[str, Any], path: Path) -> Path | None:
+    """The record's per-item outcomes (``Task.outcomes``, API 1.5) in ``path``, when the task gives
+    them and they reproduce the record's primary metric; None otherwise (intervals then count the
+    seeds only)."""
+    outcomes_of, predictions = getattr(task, "outcomes", None), getattr(out, "predictions", None)
+    if outcomes_of is None or predictions is None or not len(predictions):
+        return None
+    items = outcomes_of(predictions, test)
+    want, got = record["metrics"].get(record["primary"], float("nan")), items.metric()
+    if not abs(got - want) <= 1e-6 * max(1.0, abs(want)):
+        print(f"[eval] warning: {task.name}.outcomes() gives {record['primary']} {got:.6g} where evaluate() gave {want:.6g}; "
+              f"outcomes not stored for {path.stem}", flush=True)
+        return None
+    save_outcomes(path, items, test=record["test"], metric=record["primary"])
+    return path
+
+
 def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val: Any, protocols: list[Any], proto_names: list[str],
                backbone: Any, out_dir: Path, weights: str, saving: _Saving | None = None) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
@@ -228,6 +246,10 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                     "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
                     "subset": str(subset_file.relative_to(out_dir)),
                 }
+                stem = f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}_f{fraction:g}_k{ev.shots or 'all'}_s{seed}"
+                stored = _store_outcomes(task, out, test, record, out_dir / "outcomes" / f"{stem}.npz")
+                if stored:
+                    record["outcomes"] = str(stored.relative_to(out_dir))
                 if saving is not None:
                     where = out_dir / "models" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}_f{fraction:g}_s{seed}"
                     saved = saving.save(where, out, record, linear=bool(getattr(proto, "linear", False)))

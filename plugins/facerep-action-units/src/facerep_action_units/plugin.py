@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "facial action units: DISFA and BP4D label files, AU detection (F1) and intensity (ICC(3,1))"}
+    return {"api_version": "1.5", "summary": "facial action units: DISFA and BP4D label files, AU detection (F1) and intensity (ICC(3,1))"}
 
 
 @hookimpl

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerep.data.subset import label_array
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
@@ -79,6 +80,14 @@ class AUDetection(_AUTask):
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         gt = label_array(dataset, "aus")
         return au_f1(np.stack(predictions), gt, self._names(dataset, gt.shape[1]))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per image and AU: 2 TP over predicted + present (unknown entries count in neither), the
+        terms of ``au_f1``'s F1 once summed over images; an AU never predicted nor present scores 0."""
+        gt = label_array(dataset, "aus")
+        known = gt >= 0
+        p, g = (np.stack(predictions) > 0) & known, (gt > 0) & known
+        return ItemOutcomes(2.0 * (p & g), p.astype(np.float64) + g, unit="image", empty=0.0)
 
 
 class AUIntensity(_AUTask):

@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "face attributes: CelebA reader, FaRL pooled multi-layer head, mean accuracy over attributes"}
+    return {"api_version": "1.5", "summary": "face attributes: CelebA reader, FaRL pooled multi-layer head, mean accuracy over attributes"}
 
 
 @hookimpl

@@ -21,7 +21,8 @@ from torch import nn
 from facerep.data.geometry import five_points, similarity_matrix, template, warp
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
-from facerep.eval.label_task import classification_confidence, classification_metrics
+from facerep.eval.label_task import classification_confidence, classification_metrics, classification_outcomes
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Features, LossOutput, Prepared, Sample
@@ -139,6 +140,10 @@ class FaceAttributes(TaskBase):
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         y = label_array(dataset, "attributes")
         return classification_metrics(np.stack(predictions).astype(np.uint8), y, dataset.info.class_names.get("attributes", ()))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per image and attribute: right or wrong (``mean_acc`` is their mean)."""
+        return classification_outcomes(np.stack(predictions).astype(np.uint8), label_array(dataset, "attributes"))
 
     def draw(self, sample: Sample, prediction: Any) -> np.ndarray:
         """The face with its predicted-present attributes: green when right, red when wrong."""

@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "facial expression: FER2013, RAF-DB, AffectNet; classification and valence-arousal tasks"}
+    return {"api_version": "1.5", "summary": "facial expression: FER2013, RAF-DB, AffectNet; classification and valence-arousal tasks"}
 
 
 @hookimpl

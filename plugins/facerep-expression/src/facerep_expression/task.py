@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from facerep.data.subset import label_array
-from facerep.eval.label_task import LinearHead, classification_confidence, classification_metrics
+from facerep.eval.label_task import LinearHead, classification_confidence, classification_metrics, classification_outcomes
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Prepared, Sample
@@ -86,6 +87,9 @@ class ExpressionClassification(TaskBase):
         return classification_metrics(
             np.asarray(predictions), label_array(dataset, "expression"), dataset.info.class_names.get("expression", ())
         )
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        return classification_outcomes(np.asarray(predictions), label_array(dataset, "expression"), self.primary_metric)
 
     def strata(self, dataset: FaceDataset) -> np.ndarray | None:
         return label_array(dataset, "expression")

@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.3", "summary": "3D face alignment: 300W-LP and AFLW2000-3D (.mat), 68 3D landmarks, NME by yaw bin"}
+    return {"api_version": "1.5", "summary": "3D face alignment: 300W-LP and AFLW2000-3D (.mat), 68 3D landmarks, NME by yaw bin"}
 
 
 @hookimpl

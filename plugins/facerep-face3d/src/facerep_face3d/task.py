@@ -20,10 +20,11 @@ from torch import nn
 from facerep.data.geometry import box_crop_matrix, invert_affine, landmark_box, transform_points, warp
 from facerep.data.subset import label_array
 from facerep.errors import DataError
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import HeadBase, TaskBase
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
-from facerep_face3d.metrics import face3d_metrics
+from facerep_face3d.metrics import YAW_BINS, face3d_metrics, nme, normaliser, yaw_bin
 
 __all__ = ["Face3DAlignment", "Face3DParams", "PointRegressionHead3D", "masked_point_loss"]
 
@@ -169,3 +170,11 @@ class Face3DAlignment(TaskBase):
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         return face3d_metrics(np.stack(predictions), _points3d_array(dataset), _yaw_array(dataset))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per face: its 2D NME (box normaliser) in the column of its yaw bin; ``nme_mean`` is the
+        mean over the bins that have faces of each bin's mean."""
+        pred, gt = np.stack(predictions).astype(np.float64), _points3d_array(dataset).astype(np.float64)
+        per_face = nme(pred[..., :2], gt[..., :2], normaliser(gt[..., :2], "box", "68"))
+        member = (yaw_bin(_yaw_array(dataset))[:, None] == np.arange(len(YAW_BINS))[None, :]).astype(np.float64)
+        return ItemOutcomes(member * per_face[:, None], member, unit="face")

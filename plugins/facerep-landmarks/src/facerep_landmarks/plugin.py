@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "2D face landmarks: 300-W .pts and MTFL readers, heatmap/regression heads, NME, FR, AUC"}
+    return {"api_version": "1.5", "summary": "2D face landmarks: 300-W .pts and MTFL readers, heatmap/regression heads, NME, FR, AUC"}
 
 
 @hookimpl

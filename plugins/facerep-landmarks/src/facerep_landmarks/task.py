@@ -19,11 +19,12 @@ from torch import nn
 from facerep.data.geometry import box_crop_matrix, invert_affine, landmark_box, transform_points, warp
 from facerep.data.subset import label_array
 from facerep.errors import DataError
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import TaskBase
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Prepared, Sample
 from facerep_landmarks.heads import HeatmapHead, RegressionHead
-from facerep_landmarks.metrics import landmark_metrics
+from facerep_landmarks.metrics import landmark_metrics, nme, normaliser
 
 __all__ = ["AlignmentParams", "LandmarkAlignment"]
 
@@ -115,6 +116,14 @@ class LandmarkAlignment(TaskBase):
         scheme = dataset.info.landmark_scheme or str(gt.shape[1])
         boxes = dataset.boxes() if hasattr(dataset, "boxes") else None  # AFLW-19/WFLW: the annotated face box
         return landmark_metrics(np.stack(predictions).astype(np.float64), gt, scheme, self.params.threshold, self.params.normaliser, boxes)
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per face: its NME under the primary normaliser (the metric is their mean)."""
+        gt = label_array(dataset, "landmarks").astype(np.float64)
+        scheme = dataset.info.landmark_scheme or str(gt.shape[1])
+        boxes = dataset.boxes() if hasattr(dataset, "boxes") and self.params.normaliser in ("box", "diagonal") else None
+        norm = normaliser(gt, self.params.normaliser, scheme, boxes)
+        return ItemOutcomes(nme(np.stack(predictions).astype(np.float64), gt, norm), unit="face")
 
     def draw(self, sample: Sample, prediction: Any) -> np.ndarray:
         """Ground truth in green, prediction in red."""

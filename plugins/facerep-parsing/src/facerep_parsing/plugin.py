@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "face parsing: CelebAMask-HQ reader, FaRL pyramid + mmseg UPerHead, dataset-level F1"}
+    return {"api_version": "1.5", "summary": "face parsing: CelebAMask-HQ reader, FaRL pyramid + mmseg UPerHead, dataset-level F1"}
 
 
 @hookimpl

@@ -15,6 +15,7 @@ from torch import nn
 
 from facerep.data.geometry import warp
 from facerep.errors import DataError
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import TaskBase
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import Prepared, Sample
@@ -125,6 +126,17 @@ class FaceParsing(TaskBase):
                 raise DataError(f"{dataset[i].meta.get('path', i)}: prediction {pred.shape} and mask {gt.shape} differ")
             cm += confusion(pred, gt, len(names))
         return parsing_metrics(cm, names)
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per image and foreground class: 2 TP and predicted + true pixels, whose sums over images
+        give ``mean_f1``'s per-class F1 (classes absent from every image and prediction are left out)."""
+        names = self.class_names or tuple(dataset.info.class_names.get("mask", ()))
+        n = len(names)
+        num, den = np.zeros((len(predictions), n)), np.zeros((len(predictions), n))
+        for i, pred in enumerate(predictions):
+            cm = confusion(pred, dataset[i].mask, n)
+            num[i], den[i] = 2 * np.diag(cm), cm.sum(0) + cm.sum(1)
+        return ItemOutcomes(num[:, 1:], den[:, 1:], unit="image")  # class 0 is the background, as in parsing_metrics
 
     def draw(self, sample: Sample, prediction: Any) -> np.ndarray:
         """Image | ground truth | prediction, classes in a fixed colour table."""

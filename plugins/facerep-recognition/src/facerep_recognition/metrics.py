@@ -87,6 +87,24 @@ def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
     return thr, float(correct[k] / n)
 
 
+def kfold_correct(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> tuple[np.ndarray, dict[int, float]]:
+    """LFW protocol per pair: is it right under the threshold fitted on the other folds? Returns the
+    per-pair correctness and each fold's threshold. At least two folds with pairs are needed."""
+    scores = np.asarray(scores, np.float64)
+    same = np.asarray(same).astype(bool)
+    folds = np.asarray(folds)
+    ids = np.unique(folds)
+    if len(ids) < 2:
+        raise ValueError(f"cross-validated accuracy needs at least 2 folds with pairs, got {len(ids)}")
+    correct, thresholds = np.zeros(len(scores), bool), {}
+    for f in ids:
+        test = folds == f
+        thr, _ = best_threshold(scores[~test], same[~test])
+        correct[test] = (scores[test] > thr) == same[test]
+        thresholds[int(f)] = thr
+    return correct, thresholds
+
+
 def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> dict[str, float]:
     """LFW protocol: threshold fitted on the other folds, accuracy on the held-out fold.
 
@@ -94,21 +112,11 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> d
     ``threshold`` (mean of the per-fold thresholds) and ``acc_fold<i>``. Folds without pairs are
     ignored; at least two non-empty folds are needed.
     """
-    scores = np.asarray(scores, np.float64)
-    same = np.asarray(same).astype(bool)
+    correct, thresholds = kfold_correct(scores, same, folds)
     folds = np.asarray(folds)
-    ids = np.unique(folds)
-    if len(ids) < 2:
-        raise ValueError(f"cross-validated accuracy needs at least 2 folds with pairs, got {len(ids)}")
-    accs, thrs, out = [], [], {}
-    for f in ids:
-        test = folds == f
-        thr, _ = best_threshold(scores[~test], same[~test])
-        acc = float(((scores[test] > thr) == same[test]).mean())
-        accs.append(acc)
-        thrs.append(thr)
-        out[f"acc_fold{int(f)}"] = acc
-    return {"acc": float(np.mean(accs)), "acc_std": float(np.std(accs)), "threshold": float(np.mean(thrs)), **out}
+    accs = {f: float(correct[folds == f].mean()) for f in thresholds}
+    return {"acc": float(np.mean(list(accs.values()))), "acc_std": float(np.std(list(accs.values()))),
+            "threshold": float(np.mean(list(thresholds.values()))), **{f"acc_fold{f}": a for f, a in accs.items()}}
 
 
 def tar_at_far(scores: np.ndarray, same: np.ndarray, far: float) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from facerep import hookimpl
 
 @hookimpl
 def facerep_plugin_info() -> dict[str, str]:
-    return {"api_version": "1.0", "summary": "face verification: LFW pair lists, CosFace/ArcFace heads, 10-fold accuracy, TAR@FAR"}
+    return {"api_version": "1.5", "summary": "face verification: LFW pair lists, CosFace/ArcFace heads, 10-fold accuracy, TAR@FAR"}
 
 
 @hookimpl

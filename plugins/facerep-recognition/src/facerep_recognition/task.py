@@ -20,11 +20,12 @@ from torch import nn
 from facerep.data.geometry import FIVE_POINT_INDICES, five_points, similarity_matrix, template, warp
 from facerep.data.subset import label_array
 from facerep.errors import ConfigError
+from facerep.eval.outcomes import ItemOutcomes
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
 from facerep_recognition.margin import MarginClassifier, margin_logits
-from facerep_recognition.metrics import balanced_folds, best_threshold, pair_scores, verification_metrics
+from facerep_recognition.metrics import balanced_folds, best_threshold, kfold_correct, pair_scores, verification_metrics
 
 __all__ = ["FaceVerification", "VerificationHead", "VerificationParams"]
 
@@ -236,8 +237,8 @@ class FaceVerification(TaskBase):
             folds = None if folds is None else folds[keep]
         return pairs, folds
 
-    def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
-        p = self.params
+    def _scored(self, predictions: list[Any], dataset: FaceDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(embeddings, pairs, folds) of the scored pair list."""
         got = self._pairs(dataset, "pairs", "folds")
         if got is None:
             raise ConfigError(f"dataset {dataset.info.name} has no verification pairs (`pairs`); "
@@ -248,8 +249,13 @@ class FaceVerification(TaskBase):
         if len(pairs) == 0:
             raise ValueError(f"dataset {dataset.info.name}: no pair has both images in this dataset")
         emb = np.stack([np.asarray(e, np.float32) for e in predictions])
-        if folds is None or len(np.unique(folds)) != p.folds:
-            folds = balanced_folds(pairs[:, 2].astype(bool), p.folds)
+        if folds is None or len(np.unique(folds)) != self.params.folds:
+            folds = balanced_folds(pairs[:, 2].astype(bool), self.params.folds)
+        return emb, pairs, folds
+
+    def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
+        p = self.params
+        emb, pairs, folds = self._scored(predictions, dataset)
         out = verification_metrics(emb, pairs, folds, p.fars)
         fit = self._pairs(dataset, "fit_pairs", "fit_folds")
         if fit is not None and len(fit[0]):
@@ -258,3 +264,12 @@ class FaceVerification(TaskBase):
             out["acc_fit"] = float(((pair_scores(emb, pairs) > thr) == pairs[:, 2].astype(bool)).mean())
             out["threshold_fit"] = thr
         return out
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per pair: right or wrong under its fold's threshold (fitted on the other folds), weighted
+        so that the mean over pairs is ``acc``, the mean over folds; resampled within folds."""
+        emb, pairs, folds = self._scored(predictions, dataset)
+        correct, _ = kfold_correct(pair_scores(emb, pairs), pairs[:, 2].astype(bool), folds)
+        ids, inverse, sizes = np.unique(folds, return_inverse=True, return_counts=True)
+        weight = len(folds) / (len(ids) * sizes[inverse])
+        return ItemOutcomes(correct * weight, weight, strata=inverse, unit="pair")
