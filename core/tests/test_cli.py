@@ -210,6 +210,13 @@ def test_random_weights_baseline_prints_results_and_writes_them(tmp_path):
     assert results[0]["metrics"]["k"] == 3.0 and results[1]["metrics"]["l2"] in (0.01, 1.0)
     subset = json.loads((wd / results[0]["subset"]).read_text())
     assert subset["indices"] == list(range(16)) and subset["dataset"] == "image_folder"
+    # per-item outcomes beside each record: one right-or-wrong per test image, reproducing acc
+    from facerep.eval.outcomes import load_outcomes
+
+    for r in results:
+        items, meta = load_outcomes(wd / r["outcomes"])
+        assert len(items) == 8 and set(np.unique(items.num)) <= {0.0, 1.0}
+        assert items.metric() == pytest.approx(r["metrics"]["acc"]) and meta == {"test": r["test"], "metric": "acc"}
 
     table = (wd / "results.md").read_text()
     lines = table.strip().splitlines()

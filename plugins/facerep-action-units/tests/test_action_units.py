@@ -103,3 +103,29 @@ def test_tasks_train_a_frozen_head_on_disfa_fixtures(tmp_path, task_name):
     key = "mean_f1" if task_name == "detection" else "mean_icc"
     assert task.primary_metric == key and np.isfinite(out.metrics[key])
     assert ("f1_AU12" if task_name == "detection" else "icc_AU12") in out.metrics
+
+
+def test_detection_outcomes_reproduce_mean_f1_with_unknowns_and_an_empty_au():
+    """Per image and AU: 2 TP over predicted + present; summed over images they give ``au_f1``'s F1,
+    unknown (-1) entries counting in neither, an AU never predicted nor present scoring 0."""
+    from facerep_action_units.task import AUDetection, AUParams
+
+    rng = np.random.default_rng(3)
+    gt = rng.integers(-1, 2, (30, 4))
+    gt[:, 3] = 0  # never present
+    pred = rng.integers(0, 2, (30, 4)).astype(np.int8)
+    pred[:, 3] = 0  # never predicted: F1 0 in au_f1
+
+    class _DS:
+        info = type("I", (), {"name": "toy", "class_names": {}})()
+
+        def __len__(self):
+            return 30
+
+        def __getitem__(self, i):
+            return type("S", (), {"label": lambda self, k: gt[i]})()
+
+    task = AUDetection(AUParams(input_size=32))
+    want = au_f1(pred, gt, tuple(f"AU{j}" for j in range(4)))["mean_f1"]
+    got = task.outcomes(list(pred), _DS()).metric()
+    assert got == pytest.approx(want, abs=1e-12) and want > 0

@@ -266,3 +266,17 @@ def test_core_frozen_head_protocol_runs_the_task(real_sets):
     out = proto.run(backbone, task, train, test)
     assert out.history[-1]["loss"] < out.history[0]["loss"]
     assert 0.0 <= out.metrics["acc"] <= 1.0 and out.metrics["n_pairs"] == inside and len(out.predictions) == 333
+
+
+def test_outcomes_give_the_fold_mean_accuracy_with_unequal_folds():
+    """Per-pair outcomes reproduce ``acc`` (the mean over folds, not over pairs) and resample within folds."""
+    rng = np.random.default_rng(0)
+    emb = [rng.normal(size=8).astype(np.float32) for _ in range(40)]
+    pairs = [[i, (i * 7 + 3) % 40, i % 2] for i in range(30)]
+    folds = [0] * 6 + [1] * 10 + [2] * 14  # unequal: the pooled mean differs from the fold mean
+    ds = _Pairs(40, pairs, folds=folds)
+    task = _task(folds=3)
+    metrics, items = task.evaluate(emb, ds), task.outcomes(emb, ds)
+    assert items.metric() == pytest.approx(metrics["acc"], abs=1e-12)
+    assert 0 < metrics["acc"] < 1 and items.unit == "pair" and len(items) == 30
+    assert np.bincount(items.strata).tolist() == [6, 10, 14]

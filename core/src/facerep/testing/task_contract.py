@@ -136,3 +136,9 @@ class TaskContract:
             out = protocol.run(backbone, task, train, test)
             assert len(out.predictions) == len(test)
             assert task.primary_metric in out.metrics and math.isfinite(out.metrics[task.primary_metric]), out.metrics
+            if hasattr(task, "outcomes"):  # API 1.5: the per-item terms reproduce the primary metric
+                items = task.outcomes(out.predictions, test)
+                assert len(items) > 0 and items.num.shape == items.den.shape
+                want = out.metrics[task.primary_metric]
+                assert abs(items.metric() - want) <= 1e-9 * max(1.0, abs(want)), (
+                    f"{self.component}.outcomes(...).metric() = {items.metric()} but evaluate gave {task.primary_metric} {want}")
