@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -18,17 +19,19 @@ def _records(entry: str, values: list[float], *, higher: bool = True, protocol: 
              "metrics": {"m": v}} for i, v in enumerate(values)]
 
 
-def test_cell_statistics_and_the_two_standard_error_rule():
+def test_cell_statistics_and_the_paired_seed_interval_without_outcomes():
     s = cell_stats([0.79, 0.80, 0.81])
     assert s["mean"] == pytest.approx(0.80) and s["std"] == pytest.approx(0.01) and s["n"] == 3
     assert s["se"] == pytest.approx(0.01 / math.sqrt(3))
-    ref = cell_stats([0.69, 0.70, 0.71])
-    gain, beats = compare(s, ref, higher_is_better=True)
-    assert gain == pytest.approx(0.10) and beats  # 0.10 > 2 * sqrt(2) * 0.00577
-    close = cell_stats([0.70, 0.715, 0.73])  # gain 0.015 < 2 * sqrt(se^2 + se^2) = 0.0196
-    assert compare(close, ref, True) == (pytest.approx(0.015), False)
-    assert compare(cell_stats([0.1, 0.1]), cell_stats([0.2, 0.2]), higher_is_better=False)[0] == pytest.approx(0.1)
-    assert compare(cell_stats([0.9]), cell_stats([0.1]), True)[1] is False, "one seed: no standard error, no mark"
+    assert s["high"] - s["mean"] == pytest.approx(4.303 * 0.01 / math.sqrt(3), rel=1e-3), "t with 2 df, not 2 SE"
+    got = compare([0.79, 0.80, 0.81], [0.69, 0.70, 0.71], higher_is_better=True)
+    assert got["gain"] == pytest.approx(0.10) and got["marked"]  # the same subset-to-subset swing: paired, no spread
+    # gain 0.015, paired differences 0.01, 0.015, 0.02: sd 0.005, interval 0.015 +- 4.303 * 0.0029 > 0
+    assert compare([0.70, 0.715, 0.73], [0.69, 0.70, 0.71], True)["marked"]
+    # unpaired-looking swings: differences 0.03, -0.02, 0.035 straddle zero after t with 2 df
+    assert not compare([0.72, 0.68, 0.745], [0.69, 0.70, 0.71], True)["marked"]
+    assert compare([0.1, 0.1], [0.2, 0.2], higher_is_better=False)["gain"] == pytest.approx(0.1)
+    assert compare([0.9], [0.1], True)["marked"] is False, "one seed without outcomes: no interval, no mark"
 
 
 def test_leaderboard_marks_methods_against_their_random_row_and_every_pixel_row():
@@ -48,6 +51,36 @@ def test_leaderboard_marks_methods_against_their_random_row_and_every_pixel_row(
     assert afw["beats_random"] and afw["beats_pixels"] and afw["gain_random"] == pytest.approx(0.10), "NME: lower is better"
     assert board["rows"][0]["beating_both"] == 1
     assert "beats_random" not in board["rows"][1]["cells"]["fer|core.knn|0.1"], "baselines are not marked"
+    assert board["comparisons"] == 4 and {fer["vs_random"]["basis"]} == {"seeds only"}
+
+
+def test_with_outcomes_the_test_set_sampling_decides_the_mark(tmp_path):
+    """Two rows 0.03 apart on 200 test items, identical across seeds: seeds alone see no spread and
+    would mark. Item by item the better row wins 10 items and loses 4: the paired bootstrap's SE of
+    the difference is sqrt((14/200 - 0.03^2) / 200) = 0.019, the interval 0.03 +- 0.036 holds zero."""
+    from facerep.eval.outcomes import ItemOutcomes, save_outcomes
+
+    rng = np.random.default_rng(0)
+    base = rng.random(200) < 0.5
+    better = base.copy()
+    better[np.flatnonzero(~base)[:10]] = True  # 10 more right answers
+    better[np.flatnonzero(base)[:4]] = False  # 4 fewer: +0.03 net
+    rows = []
+    for row, correct in (("moco", better), ("random init", base)):
+        wd = tmp_path / row.replace(" ", "_")
+        recs = []
+        for seed in range(3):
+            save_outcomes(wd / f"o{seed}.npz", ItemOutcomes(correct.astype(float)), test="toy")
+            recs.append({"name": "fer", "protocol": "core.knn", "fraction": 0.1, "seed": seed, "primary": "acc",
+                         "higher_is_better": True, "metrics": {"acc": float(correct.mean())}, "outcomes": f"o{seed}.npz"})
+        rows.append({"row": row, "kind": "method" if row == "moco" else "random", "random_row": "random init", "work_dir": str(wd),
+                     "records": recs})
+    board = leaderboard(rows)
+    cell = board["rows"][0]["cells"]["fer|core.knn|0.1"]
+    assert cell["vs_random"]["basis"] == "items + seeds" and cell["gain_random"] == pytest.approx(0.03)
+    assert not cell["beats_random"] and cell["vs_random"]["low"] < 0 < cell["vs_random"]["high"]
+    assert compare([0.53] * 3, [0.50] * 3, True)["marked"], "the seeds-only rule would have marked it"
+    assert cell["low"] < cell["mean"] < cell["high"] and cell["basis"] == "items + seeds"
 
 
 def _suite(tmp_path: Path, methods: list[dict], steps: int = 3) -> Path:
