@@ -224,6 +224,9 @@ def test_random_weights_baseline_prints_results_and_writes_them(tmp_path):
     assert lines[4] == "| task | weights | protocol | fraction | train images | test | metric | value | seeds | seconds |"
     row = "| image_folder/expression | random init | core.knn | 1 | 16 | image_folder:test (8) | acc ↑ | "
     assert lines[6].startswith(row), lines[6]
+    # one seed, but the 8 test images are resampled: the value carries an interval
+    assert re.match(r"\d\.\d{4} \[\d\.\d{4}, \d\.\d{4}\] \| 1 \|", lines[6][len(row):]), lines[6]
+    assert "Intervals: test items resampled with the seeds" in table
     assert (wd / "plots" / "image_folder_expression.png").is_file()
     summary_table = table.split("\n## Every run")[0].strip()
     assert summary_table.split("## Plots")[0].strip() in res.stdout  # the same summary is printed

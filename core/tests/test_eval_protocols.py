@@ -162,10 +162,12 @@ def test_summary_rows_average_seeds_and_report_renders_again(tmp_path):
     records = [rec(0, 0.5, 0.1), rec(1, 0.7, 0.1), rec(0, 0.9, 1.0)]
     rows = summary_rows(records)
     assert [(r["fraction"], r["mean"], r["seeds"]) for r in rows] == [(0.1, pytest.approx(0.6), 2), (1.0, 0.9, 1)]
-    assert rows[0]["std"] == pytest.approx(0.1)
+    # sample std (ddof 1), and the t interval of two seeds without outcomes: 0.6 +- 12.706 * 0.1
+    assert rows[0]["std"] == pytest.approx(0.02**0.5) and rows[0]["high"] == pytest.approx(0.6 + 12.706 * 0.1, abs=1e-3)
     (tmp_path / "results.json").write_text(json.dumps({"title": "t", "results": records}))
     text = render_report(tmp_path)
-    assert "| fer/expression | random init | core.linear_probe | 0.1 | 10 | t | acc ↑ | 0.6000 ± 0.1000 | 2 | 2 |" in text
+    assert "| fer/expression | random init | core.linear_probe | 0.1 | 10 | t | acc ↑ | 0.6000 [-0.6706, 1.8706] | 2 | 2 |" in text
+    assert "| 1 | 10 | t | acc ↑ | 0.9000 | 1 |" in text, "one seed, no outcomes: no interval"
     assert (tmp_path / "plots" / "fer_expression.png").stat().st_size > 1000
 
 
@@ -180,14 +182,17 @@ def test_gap_to_random_init_is_paired_by_seed_signed_and_plotted(tmp_path):
                rec("pretrained", 2, 0.1, 0.01)]  # seed 2 has no random-init partner: left out
     rows = gap_rows(records)
     small, full = rows
-    # lower is better: gaps +0.05 and +0.02 (pretrained lower), mean 0.035, SE = std(ddof 1) / sqrt 2 = 0.015
-    assert small["fraction"] == 0.1 and small["seeds"] == 2 and small["gap"] == pytest.approx(0.035) and small["se"] == pytest.approx(0.015)
-    assert small["z"] == pytest.approx(0.035 / 0.015) and small["relative"] == pytest.approx(0.035 / 0.25)
-    assert full["gap"] == pytest.approx(-0.02) and full["se"] == 0.0
+    # lower is better: gaps +0.05 and +0.02 (pretrained lower), mean 0.035, SE = std(ddof 1) / sqrt 2 = 0.015,
+    # no outcomes: the paired t interval with 1 df, 0.035 +- 12.706 * 0.015, holds zero: not marked
+    assert small["fraction"] == 0.1 and small["seeds"] == 2 and small["gap"] == pytest.approx(0.035)
+    assert small["high"] - small["gap"] == pytest.approx(12.706 * 0.015, abs=1e-4) and not small["marked"]
+    assert small["relative"] == pytest.approx(0.035 / 0.25) and small["basis"] == "seeds only"
+    assert full["gap"] == pytest.approx(-0.02) and not full["marked"]
     (tmp_path / "results.json").write_text(json.dumps({"title": "t", "results": records}))
     text = render_report(tmp_path)
-    assert "| afw | core.linear_probe | pretrained | 0.1 | nme | 0.2500 | +0.0350 ± 0.0150 | +14.0 % | +2.3 |" in text
-    assert "| afw | core.linear_probe | pretrained | 1 | nme | 0.1000 | -0.0200 (1 seed) | -20.0 % | n/a |" in text
+    assert "| afw | core.linear_probe | pretrained | 0.1 | nme | 0.2500 | +0.0350 [-0.1556, +0.2256] | +14.0 % |  |" in text
+    assert "| afw | core.linear_probe | pretrained | 1 | nme | 0.1000 | -0.0200 (no interval: 1 seed, no outcomes) | -20.0 % |  |" in text
+    assert "2 comparisons: about 0.1 false marks are expected by chance" in text
     assert (tmp_path / "plots" / "gap_to_random_init.png").stat().st_size > 1000
 
 

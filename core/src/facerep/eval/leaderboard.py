@@ -22,7 +22,7 @@ import numpy as np
 
 from facerep.eval.outcomes import ItemOutcomes, load_outcomes, paired_interval, row_interval
 
-__all__ = ["cell_stats", "compare", "leaderboard", "write_leaderboard"]
+__all__ = ["cell_interval", "cell_stats", "compare", "compare_records", "leaderboard", "rule_caption", "write_leaderboard"]
 
 LEVEL = 0.95
 
@@ -65,7 +65,9 @@ def _outcomes(row: dict[str, Any], records: list[dict[str, Any]]) -> list[ItemOu
         return None
 
 
-def _cell(row: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+def cell_interval(row: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A row's records of one cell (one per seed; ``row['work_dir']`` holds their outcomes): :func:`cell_stats` with
+    the interval over items and seeds where outcomes exist."""
     values = [r["metrics"].get(r["primary"], math.nan) for r in records]
     cell = cell_stats(values)
     items = _outcomes(row, records)
@@ -75,7 +77,7 @@ def _cell(row: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     return cell
 
 
-def _compare_rows(a_row: dict[str, Any], a: list[dict[str, Any]], b_row: dict[str, Any], b: list[dict[str, Any]],
+def compare_records(a_row: dict[str, Any], a: list[dict[str, Any]], b_row: dict[str, Any], b: list[dict[str, Any]],
                   higher_is_better: bool) -> dict[str, Any] | None:
     """Paired by seed (the same few-shot subsets) and, with outcomes, by test item."""
     seeds = sorted({r["seed"] for r in a} & {r["seed"] for r in b})
@@ -120,7 +122,7 @@ def leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
             groups["|".join(map(str, (r["name"], r["protocol"], r["fraction"])))].append(r)
         by_cell[row["row"]] = {k: sorted(v, key=lambda r: r["seed"]) for k, v in groups.items()}
     named = {row["row"]: row for row in rows}
-    table = {row["row"]: {key: _cell(row, recs) for key, recs in by_cell[row["row"]].items()} for row in rows}
+    table = {row["row"]: {key: cell_interval(row, recs) for key, recs in by_cell[row["row"]].items()} for row in rows}
     pixel_rows = [r["row"] for r in rows if r["kind"] == "pixels"]
     n_tests = 0
     for row in rows:
@@ -133,11 +135,11 @@ def leaderboard(rows: list[dict[str, Any]]) -> dict[str, Any]:
             cell, hib = table[row["row"]][col["key"]], col["higher_is_better"]
             ref = row.get("random_row")
             if ref in by_cell and col["key"] in by_cell[ref]:
-                got = _compare_rows(row, mine, named[ref], by_cell[ref][col["key"]], hib)
+                got = compare_records(row, mine, named[ref], by_cell[ref][col["key"]], hib)
                 if got is not None:
                     n_tests += 1
                     cell["vs_random"], cell["gain_random"], cell["beats_random"] = got, got["gain"], got["marked"]
-            against = [_compare_rows(row, mine, named[p], by_cell[p][col["key"]], hib) for p in pixel_rows if col["key"] in by_cell[p]]
+            against = [compare_records(row, mine, named[p], by_cell[p][col["key"]], hib) for p in pixel_rows if col["key"] in by_cell[p]]
             against = [g for g in against if g is not None]
             if against:
                 n_tests += len(against)
@@ -221,8 +223,8 @@ def _plots(out_dir: Path, board: dict[str, Any]) -> list[str]:
             colors = ["tab:blue" if r["kind"] == "method" else "tab:gray" for r in board["rows"] if col["key"] in r["cells"]]
             lows = [c["low"] if math.isfinite(c["low"]) else c["mean"] for c in cells]
             highs = [c["high"] if math.isfinite(c["high"]) else c["mean"] for c in cells]
-            err = [[c["mean"] - lo for c, lo in zip(cells, lows, strict=True)],
-                   [hi - c["mean"] for c, hi in zip(cells, highs, strict=True)]]
+            err = [[max(0.0, c["mean"] - lo) for c, lo in zip(cells, lows, strict=True)],
+                   [max(0.0, hi - c["mean"]) for c, hi in zip(cells, highs, strict=True)]]
             ax.bar(range(len(cells)), [c["mean"] for c in cells], yerr=err, capsize=3, color=colors)  # 95 % interval bars
             ax.set_xticks(range(len(cells)), names, rotation=60, ha="right", fontsize=7)
             lo, hi = min(lows), max(highs)

@@ -32,71 +32,85 @@ def append_record(out_dir: Path, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and std of the primary metric over seeds per (entry, weights, protocol, fraction, shots)."""
+def summary_rows(records: list[dict[str, Any]], root: Path | None = None) -> list[dict[str, Any]]:
+    """Mean, sample std and 95 % interval of the primary metric over seeds per (entry, weights,
+    protocol, fraction, shots); the interval counts the test items too where the records' outcomes
+    are in ``root`` (:func:`facerep.eval.leaderboard.cell_interval`)."""
+    from facerep.eval.leaderboard import cell_interval
+
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["name"], r["weights"], r["protocol"], r["fraction"], r.get("shots"))].append(r)
     rows = []
     for (name, weights, protocol, fraction, shots), rs in groups.items():
-        key = rs[0]["primary"]
-        values = np.array([r["metrics"].get(key, np.nan) for r in rs], dtype=np.float64)
+        rs = sorted(rs, key=lambda r: r["seed"])
+        cell = cell_interval({"work_dir": str(root) if root else None}, rs)
         rows.append({"name": name, "weights": weights, "protocol": protocol, "fraction": fraction, "shots": shots,
-                     "metric": key, "higher_is_better": rs[0]["higher_is_better"], "mean": float(np.nanmean(values)),
-                     "std": float(np.nanstd(values)), "seeds": len(rs), "n_train": rs[0]["n_train"], "test": rs[0]["test"],
-                     "seconds": float(sum(r["seconds"] for r in rs))})
+                     "metric": rs[0]["primary"], "higher_is_better": rs[0]["higher_is_better"], "mean": cell["mean"],
+                     "std": cell["std"], "low": cell["low"], "high": cell["high"], "basis": cell["basis"], "seeds": len(rs),
+                     "n_train": rs[0]["n_train"], "test": rs[0]["test"], "seconds": float(sum(r["seconds"] for r in rs))})
     return rows
 
 
-def gap_rows(records: list[dict[str, Any]], baseline: str = BASELINE) -> list[dict[str, Any]]:
+def gap_rows(records: list[dict[str, Any]], baseline: str = BASELINE, root: Path | None = None) -> list[dict[str, Any]]:
     """Per (entry, protocol, other weights, fraction): the primary metric's difference to the
     ``baseline`` weights, signed so that positive means better, paired by seed (the same few-shot
-    subset), with its standard error over seeds (sample std / sqrt(n); 0 for one seed), ``z`` =
-    gap / SE, and ``relative`` = gap / |baseline mean|."""
-    base = {(r["name"], r["protocol"], r["fraction"], r.get("shots"), r["seed"]): r for r in records if r["weights"] == baseline}
-    groups: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+    subset) and, with outcomes in ``root``, by test item; its 95 % interval (``low``, ``high``;
+    :func:`facerep.eval.leaderboard.compare_records`), ``marked`` when the interval lies above zero,
+    and ``relative`` = gap / |baseline mean|."""
+    from facerep.eval.leaderboard import compare_records
+
+    where = {"work_dir": str(root) if root else None}
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        b = base.get((r["name"], r["protocol"], r["fraction"], r.get("shots"), r["seed"]))
-        if r["weights"] == baseline or b is None:
-            continue
-        sign = 1.0 if r["higher_is_better"] else -1.0
-        key = r["primary"]
-        groups[(r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"), key)].append(
-            (sign * (r["metrics"][key] - b["metrics"][key]), b["metrics"][key]))
+        groups[(r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"))].append(r)
     rows = []
-    for (name, protocol, weights, fraction, shots, key), pairs in groups.items():
-        gaps, bases = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-        se = float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else 0.0
-        mean = float(gaps.mean())
+    for (name, protocol, weights, fraction, shots), mine in groups.items():
+        base = groups.get((name, protocol, baseline, fraction, shots))
+        if weights == baseline or not base:
+            continue
+        key = mine[0]["primary"]
+        got = compare_records(where, mine, where, base, bool(mine[0]["higher_is_better"]))
+        if got is None:
+            continue
+        seeds = sorted({r["seed"] for r in mine} & {r["seed"] for r in base})
+        base_mean = float(np.mean([r["metrics"][key] for r in base if r["seed"] in seeds]))
         rows.append({"name": name, "protocol": protocol, "weights": weights, "fraction": fraction, "shots": shots, "metric": key,
-                     "gap": mean, "se": se, "z": mean / se if se > 0 else float("nan"), "seeds": len(gaps),
-                     "baseline": float(bases.mean()), "relative": mean / abs(float(bases.mean())) if bases.mean() else float("nan")})
+                     "gap": got["gain"], "low": got["low"], "high": got["high"], "marked": got["marked"], "basis": got["basis"],
+                     "seeds": len(seeds), "baseline": base_mean, "relative": got["gain"] / abs(base_mean) if base_mean else float("nan")})
     return sorted(rows, key=lambda r: (r["name"], r["protocol"], r["weights"], r["fraction"]))
 
 
 def _gap_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["", f"## Gap to {BASELINE} (positive: better; paired by seed, ± standard error)", "",
-             "| task | protocol | weights | fraction | metric | baseline | gap | relative | z |", "|---|---|---|---|---|---|---|---|---|"]
+    from facerep.eval.leaderboard import rule_caption
+
+    lines = ["", f"## Gap to {BASELINE} (positive: better; paired by seed and test item, [95 % interval])", "",
+             "| task | protocol | weights | fraction | metric | baseline | gap [95 % interval] | relative | marked |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for g in rows:
-        paired = g["seeds"] > 1  # one seed: no spread to report, the gap stands alone
-        gap = f"{g['gap']:+.4f}" + (f" ± {g['se']:.4f}" if paired else " (1 seed)")
-        z = f"{g['z']:+.1f}" if paired and np.isfinite(g["z"]) else "n/a"
+        interval = f" [{g['low']:+.4f}, {g['high']:+.4f}]" if np.isfinite(g["low"]) else " (no interval: 1 seed, no outcomes)"
         lines.append(f"| {g['name']} | {g['protocol']} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
-                     f"{gap} | {100 * g['relative']:+.1f} % | {z} |")
-    return lines
+                     f"{g['gap']:+.4f}{interval} | {100 * g['relative']:+.1f} % | {'*' if g['marked'] else ''} |")
+    caption = rule_caption(len(rows), {g["basis"] for g in rows}).replace(
+        "† beats its random-init row and ‡ beats every raw-pixel row", f"* marks a gain over {BASELINE}")
+    return [*lines, "", caption.replace("Primary metric: mean over seeds [95 % interval]. ", "")]
 
 
-def _markdown(title: str, records: list[dict[str, Any]], plots: list[str]) -> str:
-    lines = [f"# {title}", "", "## Summary (primary metric, mean ± std over seeds; ↑ higher is better, ↓ lower)", "",
+def _markdown(title: str, records: list[dict[str, Any]], plots: list[str], root: Path | None = None) -> str:
+    lines = [f"# {title}", "", "## Summary (primary metric, mean over seeds [95 % interval]; ↑ higher is better, ↓ lower)", "",
              "| task | weights | protocol | fraction | train images | test | metric | value | seeds | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for s in summary_rows(records):
+    summary = summary_rows(records, root)
+    for s in summary:
         arrow = "↑" if s["higher_is_better"] else "↓"
         frac = f"{s['fraction']:g}" + (f" x {s['shots']}-shot" if s["shots"] else "")
-        value = f"{s['mean']:.4f}" + (f" ± {s['std']:.4f}" if s["seeds"] > 1 else "")
+        value = f"{s['mean']:.4f}" + (f" [{s['low']:.4f}, {s['high']:.4f}]" if np.isfinite(s["low"]) else "")
         lines.append(f"| {s['name']} | {s['weights']} | {s['protocol']} | {frac} | {s['n_train']} | {s['test']} | {s['metric']} {arrow} | "
                      f"{value} | {s['seeds']} | {s['seconds']:.0f} |")
-    gaps = gap_rows(records)
+    bases = {s["basis"] for s in summary}
+    lines += ["", "Intervals: " + ("test items resampled with the seeds (facerep.eval.outcomes)" if bases == {"items + seeds"} else
+                                   "over seeds only where records carry no per-item outcomes") + "."]
+    gaps = gap_rows(records, root=root)
     if gaps:
         lines += _gap_markdown(gaps)
     if plots:
@@ -119,14 +133,15 @@ def _plots(out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    rows = summary_rows(records)
+    rows = summary_rows(records, out_dir)
     paths = []
     for name in dict.fromkeys(r["name"] for r in rows):
         mine = [r for r in rows if r["name"] == name]
         fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
         for line in dict.fromkeys((r["protocol"], r["weights"], r["shots"]) for r in mine):
-            pts = sorted((r["fraction"], r["mean"], r["std"]) for r in mine if (r["protocol"], r["weights"], r["shots"]) == line)
-            x, y, e = (np.array(v) for v in zip(*pts, strict=True))
+            pts = sorted((r["fraction"], r["mean"], r["low"], r["high"]) for r in mine if (r["protocol"], r["weights"], r["shots"]) == line)
+            x, y, lo, hi = (np.array(v) for v in zip(*pts, strict=True))
+            e = np.clip(np.nan_to_num(np.stack([y - lo, hi - y])), 0, None)  # 95 % intervals (0 wide: rounding may dip below)
             label = f"{line[0]} ({line[1]})" + (f" {line[2]}-shot" if line[2] else "")
             ax.errorbar(x * 100, y, yerr=e, marker="o", capsize=3, label=label)
         ax.set_xscale("log")
@@ -141,21 +156,23 @@ def _plots(out_dir: Path, records: list[dict[str, Any]]) -> list[str]:
         fig.savefig(path)
         plt.close(fig)
         paths.append(str(path.relative_to(out_dir)))
-    gap = _gap_plot(out_dir, gap_rows(records), plt)
+    gap = _gap_plot(out_dir, gap_rows(records, root=out_dir), plt)
     return paths + ([gap] if gap else [])
 
 
 def _gap_plot(out_dir: Path, rows: list[dict[str, Any]], plt: Any) -> str | None:
-    """Relative gap to random init (%) vs few-shot fraction, one line per entry and protocol."""
+    """Relative gap to random init (%) vs few-shot fraction with 95 % intervals, one line per entry and protocol."""
     lines = dict.fromkeys((r["name"], r["protocol"], r["weights"]) for r in rows)
     if not any(len({r["fraction"] for r in rows if (r["name"], r["protocol"], r["weights"]) == line}) > 1 for line in lines):
         return None  # one fraction: the table says it all
     fig, ax = plt.subplots(figsize=(6.5, 4), dpi=100)
     for line in lines:
-        pts = sorted((r["fraction"], 100 * r["relative"], 100 * r["se"] / abs(r["baseline"]) if r["baseline"] else 0.0)
-                     for r in rows if (r["name"], r["protocol"], r["weights"]) == line)
-        x, y, e = (np.array(v) for v in zip(*pts, strict=True))
-        ax.errorbar(x * 100, y, yerr=e, marker="o", capsize=3, label=f"{line[0]} ({line[2]})")
+        mine = [r for r in rows if (r["name"], r["protocol"], r["weights"]) == line]
+        pts = sorted((r["fraction"], 100 * r["relative"], *(100 * np.array([r["gap"] - r["low"], r["high"] - r["gap"]])
+                                                            / (abs(r["baseline"]) or np.inf))) for r in mine)
+        x, y, lo, hi = (np.array(v) for v in zip(*pts, strict=True))
+        err = np.clip(np.nan_to_num(np.stack([lo, hi])), 0, None)
+        ax.errorbar(x * 100, y, yerr=err, marker="o", capsize=3, label=f"{line[0]} ({line[2]})")
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("training labels (%)")
@@ -177,7 +194,7 @@ def write_report(out_dir: Path, title: str, summary: dict[str, Any], *, save_jso
         (out_dir / "results.json").write_text(json.dumps(summary, indent=2))
     records = summary.get("results", [])
     plots = _plots(out_dir, records) if records else []
-    text = _markdown(title, records, plots)
+    text = _markdown(title, records, plots, out_dir)
     (out_dir / "results.md").write_text(text)
     return text
 
@@ -261,7 +278,7 @@ def merge_reports(out_dir: str | Path, sources: list[str | Path], overwrite: boo
             if key in seen:
                 raise ConfigError(f"{src}: run {key} is also in {seen[key]}; merge disjoint grids")
             seen[key] = src
-            moved = {k: os.path.relpath(src / r[k], out_dir) for k in ("subset", "samples", "model") if r.get(k)}
+            moved = {k: os.path.relpath(src / r[k], out_dir) for k in ("subset", "samples", "model", "outcomes") if r.get(k)}
             records.append({**r, **moved})
     out_dir.mkdir(parents=True, exist_ok=True)
     title = out_dir.name + (f" (unfinished jobs, their records so far: {', '.join(unfinished)})" if unfinished else "")
