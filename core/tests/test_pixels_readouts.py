@@ -115,6 +115,8 @@ def test_pixels_in_an_evaluate_only_run(tmp_path, local_plugins):
     assert "core.linear_probe[readout=grid2]" in summary and "core.linear_probe[readout=pooled]" in summary
     dims = [r["metrics"].get("dim") for r in records[:2]]
     assert dims == [64.0, 4.0]  # pooled 8x8 grey pixels; grid2 of the one 8x8 map
+    # named for what it is: pixels have no weights, random or not
+    assert {r["weights"] for r in records} == {"core.pixels (no weights)"} and "random init" not in summary
 
 
 def _features(bb, n: int = 2, size: int = 32):

@@ -272,7 +272,10 @@ def _run_steps(out: Path, cfg: RunConfig, plugins: PluginSet, *, rank: int, resu
         raise ConfigError("evaluate: needs a 'backbone' (random weights) or an 'objective' to pretrain one")
     if cfg.evaluate and rank == 0:
         pretrained = cfg.objective is not None or cfg.backbone_weights is not None
-        results = evaluate(cfg, backbone, plugins, out, "pretrained" if pretrained else "random init")
+        # rows are named for what they are: a parameter-free backbone (raw pixels) has no weights to be random
+        free = sum(p.numel() for p in backbone.parameters()) == 0 and cfg.backbone is not None
+        label = "pretrained" if pretrained else (f"{cfg.backbone.name} (no weights)" if free else "random init")
+        results = evaluate(cfg, backbone, plugins, out, label)
         if cfg.compare_random_init and pretrained:
             from facerep.eval.runner import backbone_component
 
