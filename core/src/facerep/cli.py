@@ -223,6 +223,15 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from facerep.export import export_timm
+
+    out = export_timm(args.work_dir, args.out, licence=args.license, overwrite=args.overwrite)
+    print(f"wrote {out}/model.safetensors, config.json and README.md (timm / Hugging Face Hub layout); "
+          f"load it with timm as the card's 'Use' section shows")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facerep",
                                      description="Facial representation learning: pretrain face encoders and measure how they transfer.")
@@ -293,6 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the backbone.safetensors to write (its JSON sidecar goes beside it)")
     p.add_argument("--json", help="also write what was loaded and left out to this file")
     p.set_defaults(func=cmd_import_weights)
+
+    p = sub.add_parser("export", help="write a pretrained backbone in timm's / the Hugging Face Hub's layout, with a model card")
+    p.add_argument("work_dir", help="a finished pretraining work dir (or its backbone.safetensors)")
+    p.add_argument("out", help="the folder to write: model.safetensors, config.json, README.md")
+    p.add_argument("--license", default="other", help="the card's licence field (default: other; the data's licence decides)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("bench", help="pretrain every method of a suite on one budget, evaluate all rows, write the leaderboard")
     p.add_argument("suite", help="a bench suite YAML (methods, budget, evaluate, baselines); see docs/bench.md")
