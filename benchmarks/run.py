@@ -79,6 +79,17 @@ def _set_threads(n: int) -> None:
     cv2.setNumThreads(n)
 
 
+def bf16_is_timed() -> bool:
+    """Whether the pass times bf16: only where the CPU has bf16 kernels (or ``FACEREP_CPU_BF16=emulated``).
+
+    Elsewhere bf16 autocast is emulated (~16x slower than fp32 on an AVX2 host) and a preset asking
+    for bf16 trains in fp32 (``facerep.engine.model.effective_precision``), so the preset's precision
+    on that host *is* fp32: its rows would time a path no run takes, at 10-20 min of the pass."""
+    from facerep.engine.model import CPU_BF16_ENV, cpu_bf16_is_native
+
+    return cpu_bf16_is_native() or os.environ.get(CPU_BF16_ENV) == "emulated"
+
+
 def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], list[Result]]]]:
     """(group name, its torch threads, thunk returning its rows), in run order."""
     import bench_bf16_curve
@@ -91,6 +102,10 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
     v_reps = (1, 7, 8) if quick else (3, 21, 32)
     l_reps = (1, 5) if quick else (5, 41)
     s_reps = (1, 5) if quick else (2, 21)
+    bf16 = bf16_is_timed()
+
+    def keep(variants: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return variants if bf16 else [(f, p) for f, p in variants if "bf16" not in f and p != "bf16"]
 
     def views() -> list[Result]:
         colour = bench_views.colour_agreement()
@@ -119,8 +134,8 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
         w, r = s_reps
         batch = 16 if quick else 64
         # "compiled": train.compile, its first step (the compile) in the check column; not in --quick (tens of seconds to compile)
-        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
-                                                     ("fp32 compiled", "fp32"), ("bf16 compiled", "fp32")]
+        variants = [("fp32", "fp32")] if quick else keep([("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
+                                                          ("fp32 compiled", "fp32"), ("bf16 compiled", "fp32")])
         setup = bench_train_step.SwAVStepSetup(
             batch=batch, global_size=64, n_global=2, local_size=32, n_local=4, n_protos=300, hidden_dim=512, out_dim=128,
             facerep_variants=tuple(v for v, _ in variants),
@@ -130,8 +145,8 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
         del setup
         # MoCo-v2 at the frl/moco_v2_tiny preset's shape (batch 128, two 64 px views, queue 8192; bf16 is its precision)
         batch = 16 if quick else 128
-        variants = [("fp32", "fp32")] if quick else [("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
-                                                     ("fp32 compiled", "fp32")]
+        variants = [("fp32", "fp32")] if quick else keep([("fp32", "fp32"), ("fp32 NCHW", "fp32"), ("bf16", "bf16"), ("bf16", "fp32"),
+                                                          ("fp32 compiled", "fp32")])
         moco = bench_moco_step.MoCoStepSetup(batch=batch, size=64, queue_size=8192, hidden_dim=512, out_dim=128,
                                              facerep_variants=tuple(v for v, _ in variants))
         shape = f"timm resnet18, batch {batch}, 2x64 views, projector 512-512-128, queue 8192, T 0.2"
@@ -142,7 +157,8 @@ def benchmarks(quick: bool, threads: int) -> list[tuple[str, int, Callable[[], l
         batch, steps, window = (16, 40, 10) if quick else (64, 200, 20)
         return [bench_bf16_curve.bench_bf16_curve(batch=batch, steps=steps, window=window)]
 
-    return [("views", 1, views), ("losses", threads, losses), ("train step", threads, train_step), ("bf16 curve", threads, bf16_curve)]
+    groups = [("views", 1, views), ("losses", threads, losses), ("train step", threads, train_step), ("bf16 curve", threads, bf16_curve)]
+    return groups if bf16 else groups[:3]
 
 
 def _fmt_time(seconds: float) -> str:
@@ -157,6 +173,7 @@ def markdown(results: list[Result], header: dict[str, str], checks: list | None 
         f"Compute benchmarks: torch.set_num_threads({header['threads']}), OMP_WAIT_POLICY={header['omp_wait_policy']}; "
         "view generation: 1 torch + 1 OpenCV thread (one loader worker). "
         f"Load average before / after: {header['load_before']} / {header['load_after']}; {header['seconds']} s.",
+        f"bf16: {header['bf16']}.",
         "Times are medians of interleaved repetitions; ratio = lightly / facerep (> 1: facerep faster).",
         "",
         "| benchmark | unit | facerep | lightly | lightly / facerep | check |",
@@ -207,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": str(args.threads),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY") or "default",
         "load_before": _load(),
+        "bf16": "timed" if bf16_is_timed() else
+                "not timed: this CPU has no bf16 kernels, so bf16 presets train in fp32 here (FACEREP_CPU_BF16=emulated times it anyway)",
         **_versions(),
     }
     results: list[Result] = []

@@ -56,3 +56,4 @@ def test_the_readme_bench_suite_runs_as_written(tmp_path, capsys, monkeypatch):
     assert code == 0, err
     for row in ("MoCo-v2", "Mine", "random init", "raw pixels 24x24 grey"):
         assert row in out
+    assert re.search(r"pretrain\s+Mine\s+300\s", out), out  # the suite's step budget reaches every method
