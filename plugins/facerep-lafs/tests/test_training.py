@@ -1,7 +1,7 @@
 """A short real training run: LAFS on a tiny landmark ViT over SYNTHETIC faces (their 68 drawn
 landmarks stand in for dlib's), fresh landmark views each step. On held-out views the student must
 match the teacher better (the KL part of the loss falls), neither DINO collapse may appear, and the
-exported teacher must move (the CPU preset on real faces: ``docs/results.md``)."""
+exported teacher must move (the CPU preset on real faces: ``docs/notes/lab-notebook.md``)."""
 
 from __future__ import annotations
 

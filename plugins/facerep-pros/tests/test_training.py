@@ -3,7 +3,7 @@ fresh multi-crop views each step. On held-out views the student must match the t
 KL part of the loss, ``H(P_t, P_s) - H(P_t)``, falls), neither collapse of DINO may appear (one
 prototype for every image: low entropy of the mean target; the same flat target for every image:
 per-image entropy up to the mean's), and the exported teacher must move. This checks that the
-method learns, not what it learns (the CPU preset on real faces: ``docs/results.md``).
+method learns, not what it learns (the CPU preset on real faces: ``docs/notes/lab-notebook.md``).
 
 At lr 1e-3 this tiny setup drifts into the flat collapse within 60 steps (per-image entropy 3.8 of
 log 64 = 4.16, as high as the mean's): DINO's lr is 5e-4 x batch / 256."""

@@ -72,8 +72,8 @@ class SwAVParams:
         out_bn: end the projector with a BatchNorm without affine (MoCo v3's head), centring each
             batch's ``f(x_t)`` before the L2 normalisation. Off in SwAV; the CPU recipe uses it: a
             random-init ResNet's embeddings are nearly parallel, and with it they start spread
-            (``z_std`` 0.084 with it, 0.039-0.053 without, in the 300-step pilots of docs/results.md, "SwAV at CPU
-            scale"; fixed prototypes are the other half of that recipe).
+            (``z_std`` 0.084 with it, 0.039-0.053 without, in the 300-step pilots of docs/notes/lab-notebook.md,
+            "SwAV at CPU scale"; fixed prototypes are the other half of that recipe).
         eps: Sinkhorn-Knopp entropy weight.
         sinkhorn_iters: Sinkhorn-Knopp iterations.
         temperature: tau of the softmax over prototype scores.
