@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Re-derives the MCF / ProS / LAFS / FaRL rows of docs/results.md ("Which claims hold") under the
+# paired-bootstrap rule (issue 23): pretrain each CPU preset, evaluate it, then write one report per
+# method against the same seeded random-weight ViT (`facerep report --merge`), so the random-init
+# evaluation runs once for the three core/vit_cpu presets instead of once per method.
+#
+#   FACEREP_DATA=../shared/data bash benchmarks/rederive_vit_cpu_claims.sh [OUT]   # default work_dirs/rederive
+#
+# One heavy job at a time (2 cores): the stages run in order, each timed into OUT/times.txt; a stage
+# whose output already exists is skipped, so the script resumes after an interruption. Expect about
+# 2.5 hours in fp32 on a 2-core host without bf16 kernels (each preset 15-20 min, each evaluation
+# 12-15 min). Then read OUT/<method>_vs_random/results.md (the gap table) into docs/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${FACEREP_DATA:?set FACEREP_DATA to the data folder (../shared/data)}"
+OUT=${1:-work_dirs/rederive}
+FACEREP=${FACEREP:-.venv/bin/facerep}
+mkdir -p "$OUT"
+
+stage() {  # stage NAME DONE_FILE CMD...: run CMD unless DONE_FILE exists, timing it
+  local name=$1 done_file=$2; shift 2
+  if [[ -e $done_file ]]; then echo "skip $name ($done_file exists)"; return; fi
+  local t0=$SECONDS
+  "$@"
+  echo "$name $((SECONDS - t0)) s" | tee -a "$OUT/times.txt"
+}
+
+EVAL=configs/eval/five_tasks_r18_64.yaml
+for m in mcf pros farl; do
+  stage "pretrain $m" "$OUT/$m/backbone.safetensors" "$FACEREP" run "$m/${m}_vit_cpu" --work-dir "$OUT/$m"
+done
+# The random-weight row: the same seeded core/vit_cpu ViT the presets start from (MCF's sidecar names it).
+stage "eval random" "$OUT/eval_random/results.json" \
+  "$FACEREP" eval "$EVAL" --work-dir "$OUT/eval_random" \
+  -o 'backbone={name: core.timm, params: {model: vit_tiny_patch16_224, img_size: 64, patch_size: 8, layers: [1, 3, 5], model_kwargs: {depth: 6}}}'
+for m in mcf pros farl; do
+  stage "eval $m" "$OUT/eval_$m/results.json" "$FACEREP" eval "$EVAL" --weights "$OUT/$m/backbone.safetensors" --work-dir "$OUT/eval_$m"
+  stage "report $m" "$OUT/${m}_vs_random/results.json" "$FACEREP" report "$OUT/${m}_vs_random" --merge "$OUT/eval_random" "$OUT/eval_$m"
+done
+stage "farl zero-shot" "$OUT/farl_zero_shot/results.json" \
+  "$FACEREP" eval configs/eval/farl_zero_shot.yaml --weights "$OUT/farl/backbone.safetensors" --work-dir "$OUT/farl_zero_shot" \
+  -o "evaluate.0.protocols.0.params.joint=$OUT/farl/joint_embedding.safetensors"
+# LAFS: its own landmark ViT, fine-tuned; the random row comes from the same run.
+stage "pretrain lafs" "$OUT/lafs/backbone.safetensors" "$FACEREP" run lafs/lafs_vit_cpu --work-dir "$OUT/lafs"
+stage "eval lafs" "$OUT/eval_lafs/results.json" \
+  "$FACEREP" eval configs/eval/lafs_lfw_finetune.yaml --weights "$OUT/lafs/backbone.safetensors" --work-dir "$OUT/eval_lafs" \
+  -o compare_random_init=true
+cat "$OUT/times.txt"
