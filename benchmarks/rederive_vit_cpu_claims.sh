@@ -29,10 +29,11 @@ EVAL=configs/eval/five_tasks_r18_64.yaml
 for m in mcf pros farl; do
   stage "pretrain $m" "$OUT/$m/backbone.safetensors" "$FACEREP" run "$m/${m}_vit_cpu" --work-dir "$OUT/$m"
 done
-# The random-weight row: the same seeded core/vit_cpu ViT the presets start from (MCF's sidecar names it).
+# The random-weight row: the same seeded backbone the presets start from, as MCF's sidecar names it
+# (JSON is YAML, so the override takes it as written).
+SPEC=$(.venv/bin/python -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["backbone"]))' "$OUT/mcf/backbone.json")
 stage "eval random" "$OUT/eval_random/results.json" \
-  "$FACEREP" eval "$EVAL" --work-dir "$OUT/eval_random" \
-  -o 'backbone={name: core.timm, params: {model: vit_tiny_patch16_224, img_size: 64, patch_size: 8, layers: [1, 3, 5], model_kwargs: {depth: 6}}}'
+  "$FACEREP" eval "$EVAL" --work-dir "$OUT/eval_random" -o "backbone=$SPEC"
 for m in mcf pros farl; do
   stage "eval $m" "$OUT/eval_$m/results.json" "$FACEREP" eval "$EVAL" --weights "$OUT/$m/backbone.safetensors" --work-dir "$OUT/eval_$m"
   stage "report $m" "$OUT/${m}_vs_random/results.json" "$FACEREP" report "$OUT/${m}_vs_random" --merge "$OUT/eval_random" "$OUT/eval_$m"
