@@ -91,6 +91,18 @@ def test_self_distill_from_a_config_through_the_cli(tmp_path):
     res = subprocess.run([sys.executable, "-m", "facerep", "eval", "sd.yaml", "--work-dir", "wd"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-3000:]
-    record = json.loads((tmp_path / "wd" / "results.json").read_text())["results"][0]
+    record, teacher = json.loads((tmp_path / "wd" / "results.json").read_text())["results"]
     assert record["protocol"] == "core.self_distill" and 12 <= record["n_train"] < 24  # stratified: ceil per class
     assert record["metrics"]["n_pseudo"] == 48 - record["n_train"] and "teacher_acc" in record["metrics"]
+    # the teacher is a row of its own, with its own per-item outcomes, and the report pairs the student with it
+    assert teacher["protocol"] == record["versus"] == "core.self_distill:teacher" and teacher["subset"] == record["subset"]
+    assert teacher["metrics"]["acc"] == record["metrics"]["teacher_acc"] and teacher["outcomes"] != record["outcomes"]
+    from facerep.eval.outcomes import load_outcomes
+    from facerep.eval.report import reference_gap_rows, render_report
+
+    assert load_outcomes(tmp_path / "wd" / teacher["outcomes"])[0].metric() == pytest.approx(record["metrics"]["teacher_acc"])
+    (gap,) = reference_gap_rows([record, teacher], root=tmp_path / "wd")
+    assert gap["reference"] == "core.self_distill:teacher" and gap["basis"] == "items + seeds"
+    assert gap["gap"] == pytest.approx(record["metrics"]["acc"] - record["metrics"]["teacher_acc"])
+    assert gap["low"] <= gap["gap"] <= gap["high"] and gap["marked"] == (gap["low"] > 0)
+    assert "core.self_distill vs core.self_distill:teacher" in render_report(tmp_path / "wd")

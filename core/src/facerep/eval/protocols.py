@@ -39,13 +39,20 @@ __all__ = [
 @attrs.define
 class EvalOutput:
     """``metrics`` (flat floats), test ``predictions`` in dataset order, per-epoch ``history``; the
-    trained ``backbone`` and ``head`` when the protocol trains a head (saved with ``save_models``)."""
+    trained ``backbone`` and ``head`` when the protocol trains a head (saved with ``save_models``).
+
+    ``reference``: a second output the protocol's claim is measured against, on the same subset and
+    test items (``core.self_distill``'s teacher, which is plain fine-tuning); the eval runner stores it
+    as its own record, protocol ``<protocol>:<reference_name>``, with its own per-item outcomes, and
+    the report pairs the two (``facerep.eval.report.gap_rows``)."""
 
     metrics: dict[str, float]
     predictions: list[Any] = attrs.field(factory=list)
     history: list[dict[str, float]] = attrs.field(factory=list)
     backbone: Any = None
     head: Any = None
+    reference: EvalOutput | None = None
+    reference_name: str = "reference"
 
 
 class PreparedData(Dataset):

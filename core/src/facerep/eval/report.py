@@ -2,7 +2,8 @@
 table, mean ± std over seeds, and every record), ``plots/<entry>.png`` (primary metric vs few-shot
 fraction, one line per protocol and weights) and, when random-init records sit beside others, the
 gap to them per few-shot fraction (``gap_rows``; ``plots/gap_to_random_init.png``: FRL's low-data
-question, does pretraining help more when labels are scarcer). ``facerep report DIR`` renders them
+question, does pretraining help more when labels are scarcer), and the gap of a row to the reference
+row its records name (``reference_gap_rows``: self-distillation against its teacher). ``facerep report DIR`` renders them
 again from ``results.json``; ``facerep report OUT --merge DIR...`` makes one report of several.
 
 ``results.jsonl`` holds the same records, one line each, appended as each run lands: a grid killed
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RECORDS", "append_record", "gap_rows", "merge_reports", "render_report", "summary_rows", "write_report"]
+__all__ = ["RECORDS", "append_record", "gap_rows", "merge_reports", "reference_gap_rows", "render_report", "summary_rows", "write_report"]
 
 BASELINE = "random init"
 #: Records as they land, one JSON object per line (see the module docstring).
@@ -58,16 +59,36 @@ def gap_rows(records: list[dict[str, Any]], baseline: str = BASELINE, root: Path
     subset) and, with outcomes in ``root``, by test item; its 95 % interval (``low``, ``high``;
     :func:`facerep.eval.leaderboard.compare_records`), ``marked`` when the interval lies above zero,
     and ``relative`` = gap / |baseline mean|."""
-    from facerep.eval.leaderboard import compare_records
+    groups = _groups(records)
+    return _paired(groups, [(key, groups.get((key[0], key[1], baseline, *key[3:]))) for key in groups if key[2] != baseline], root)
 
-    where = {"work_dir": str(root) if root else None}
+
+def reference_gap_rows(records: list[dict[str, Any]], root: Path | None = None) -> list[dict[str, Any]]:
+    """As :func:`gap_rows`, but each row against the reference row its records name (``versus``: the
+    same weights, subsets and test items under the reference's protocol, e.g. self-distillation's
+    teacher, which is plain fine-tuning); ``reference`` names it."""
+    groups = _groups(records)
+    pairs = [(key, groups.get((key[0], rs[0]["versus"], *key[2:]))) for key, rs in groups.items() if rs[0].get("versus")]
+    return [{**g, "reference": g["protocol_b"]} for g in _paired(groups, pairs, root)]
+
+
+def _groups(records: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(r["name"], r["protocol"], r["weights"], r["fraction"], r.get("shots"))].append(r)
+    return groups
+
+
+def _paired(groups: dict[tuple, list[dict[str, Any]]], pairs: list[tuple[tuple, list[dict[str, Any]] | None]],
+            root: Path | None) -> list[dict[str, Any]]:
+    """One gap row per (group key, its baseline group's records)."""
+    from facerep.eval.leaderboard import compare_records
+
+    where = {"work_dir": str(root) if root else None}
     rows = []
-    for (name, protocol, weights, fraction, shots), mine in groups.items():
-        base = groups.get((name, protocol, baseline, fraction, shots))
-        if weights == baseline or not base:
+    for (name, protocol, weights, fraction, shots), base in pairs:
+        mine = groups[(name, protocol, weights, fraction, shots)]
+        if not base:
             continue
         key = mine[0]["primary"]
         got = compare_records(where, mine, where, base, bool(mine[0]["higher_is_better"]))
@@ -77,22 +98,26 @@ def gap_rows(records: list[dict[str, Any]], baseline: str = BASELINE, root: Path
         base_mean = float(np.mean([r["metrics"][key] for r in base if r["seed"] in seeds]))
         rows.append({"name": name, "protocol": protocol, "weights": weights, "fraction": fraction, "shots": shots, "metric": key,
                      "gap": got["gain"], "low": got["low"], "high": got["high"], "marked": got["marked"], "basis": got["basis"],
-                     "seeds": len(seeds), "baseline": base_mean, "relative": got["gain"] / abs(base_mean) if base_mean else float("nan")})
+                     "seeds": len(seeds), "baseline": base_mean, "relative": got["gain"] / abs(base_mean) if base_mean else float("nan"),
+                     "protocol_b": base[0]["protocol"]})
     return sorted(rows, key=lambda r: (r["name"], r["protocol"], r["weights"], r["fraction"]))
 
 
-def _gap_markdown(rows: list[dict[str, Any]]) -> list[str]:
+def _gap_markdown(rows: list[dict[str, Any]], versus: str | None = BASELINE) -> list[str]:
+    """The gap table: to the random-init row (``versus``), or, with ``versus=None``, to each row's reference row."""
     from facerep.eval.leaderboard import rule_caption
 
-    lines = ["", f"## Gap to {BASELINE} (positive: better; paired by seed and test item, [95 % interval])", "",
+    title = f"Gap to {versus}" if versus else "Gap to the reference row (a protocol's own baseline, e.g. self-distillation's teacher)"
+    lines = ["", f"## {title} (positive: better; paired by seed and test item, [95 % interval])", "",
              "| task | protocol | weights | fraction | metric | baseline | gap [95 % interval] | relative | marked |",
              "|---|---|---|---|---|---|---|---|---|"]
     for g in rows:
         interval = f" [{g['low']:+.4f}, {g['high']:+.4f}]" if np.isfinite(g["low"]) else " (no interval: 1 seed, no outcomes)"
-        lines.append(f"| {g['name']} | {g['protocol']} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
+        against = g["protocol"] if versus else f"{g['protocol']} vs {g['reference']}"
+        lines.append(f"| {g['name']} | {against} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
                      f"{g['gap']:+.4f}{interval} | {100 * g['relative']:+.1f} % | {'*' if g['marked'] else ''} |")
     caption = rule_caption(len(rows), {g["basis"] for g in rows}).replace(
-        "† beats its random-init row and ‡ beats every raw-pixel row", f"* marks a gain over {BASELINE}")
+        "† beats its random-init row and ‡ beats every raw-pixel row", f"* marks a gain over {versus or 'the reference row'}")
     return [*lines, "", caption.replace("Primary metric: mean over seeds [95 % interval]. ", "")]
 
 
@@ -110,9 +135,11 @@ def _markdown(title: str, records: list[dict[str, Any]], plots: list[str], root:
     bases = {s["basis"] for s in summary}
     lines += ["", "Intervals: " + ("test items resampled with the seeds (facerep.eval.outcomes)" if bases == {"items + seeds"} else
                                    "over seeds only where records carry no per-item outcomes") + "."]
-    gaps = gap_rows(records, root=root)
+    gaps, versus = gap_rows(records, root=root), reference_gap_rows(records, root=root)
     if gaps:
         lines += _gap_markdown(gaps)
+    if versus:
+        lines += _gap_markdown(versus, versus=None)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots]
     samples = sorted({r["samples"] for r in records if r.get("samples")})

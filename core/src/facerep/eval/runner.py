@@ -236,20 +236,11 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                 start = time.perf_counter()
                 out = _with_seed(proto, seed).run(backbone, task, subset, test, val)
                 seconds = round(time.perf_counter() - start, 1)
-                metrics = getattr(out, "metrics", out)
-                record = {
-                    "name": name, "task": task.name, "label": task.label, "protocol": proto_name, "weights": weights,
-                    "fraction": fraction, "shots": ev.shots, "seed": seed, "n_train": len(idx),
-                    "train": f"{train.info.name}:{train.info.split} ({len(idx)}/{len(train)})",
-                    "test": f"{test.info.name}:{test.info.split} ({len(test)})",
-                    "primary": task.primary_metric, "higher_is_better": bool(task.higher_is_better),
-                    "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
-                    "subset": str(subset_file.relative_to(out_dir)),
-                }
-                stem = f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}_f{fraction:g}_k{ev.shots or 'all'}_s{seed}"
-                stored = _store_outcomes(task, out, test, record, out_dir / "outcomes" / f"{stem}.npz")
-                if stored:
-                    record["outcomes"] = str(stored.relative_to(out_dir))
+                run = _Run(ev, name, task, train, test, len(idx), str(subset_file.relative_to(out_dir)), fraction, seed, weights, out_dir)
+                record = run.record(out, proto_name, seconds)
+                ref = getattr(out, "reference", None)
+                if ref is not None:
+                    record["versus"] = f"{proto_name}:{out.reference_name}"  # the report pairs this row with that one
                 if saving is not None:
                     where = out_dir / "models" / f"{_slug(name)}_{_slug(proto_name)}_{_slug(weights)}_f{fraction:g}_s{seed}"
                     saved = saving.save(where, out, record, linear=bool(getattr(proto, "linear", False)))
@@ -260,8 +251,48 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                     drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
                     if drawn:
                         record["samples"] = str(Path(drawn).relative_to(out_dir))
-                records.append(record)
-                append_record(out_dir, record)  # on disk before it is printed: a killed grid keeps every run it showed
-                print(f"[eval] {name} | {proto_name} | {weights} | fraction {fraction:g} seed {seed} | "
-                      f"{task.primary_metric} {record['metrics'].get(task.primary_metric, float('nan')):.4f} | {seconds}s", flush=True)
+                records += run.keep(record)
+                if ref is not None:  # trained inside the protocol's run: its time is in the record above
+                    records += run.keep(run.record(ref, record["versus"], 0.0))
     return records
+
+
+@attrs.frozen
+class _Run:
+    """What every record of one (entry, fraction, seed) shares."""
+
+    ev: EvalConfig
+    name: str
+    task: Any
+    train: Any
+    test: Any
+    n_train: int
+    subset: str
+    fraction: float
+    seed: int
+    weights: str
+    out_dir: Path
+
+    def record(self, out: Any, protocol: str, seconds: float) -> dict[str, Any]:
+        """One protocol output's record, with its per-item outcomes stored beside it where the task gives them."""
+        task, shots = self.task, self.ev.shots
+        metrics = getattr(out, "metrics", out)
+        record = {
+            "name": self.name, "task": task.name, "label": task.label, "protocol": protocol, "weights": self.weights,
+            "fraction": self.fraction, "shots": shots, "seed": self.seed, "n_train": self.n_train,
+            "train": f"{self.train.info.name}:{self.train.info.split} ({self.n_train}/{len(self.train)})",
+            "test": f"{self.test.info.name}:{self.test.info.split} ({len(self.test)})",
+            "primary": task.primary_metric, "higher_is_better": bool(task.higher_is_better),
+            "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds, "subset": self.subset,
+        }
+        stem = f"{_slug(self.name)}_{_slug(protocol)}_{_slug(self.weights)}_f{self.fraction:g}_k{shots or 'all'}_s{self.seed}"
+        stored = _store_outcomes(task, out, self.test, record, self.out_dir / "outcomes" / f"{stem}.npz")
+        if stored:
+            record["outcomes"] = str(stored.relative_to(self.out_dir))
+        return record
+
+    def keep(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        append_record(self.out_dir, record)  # on disk before it is printed: a killed grid keeps every run it showed
+        print(f"[eval] {self.name} | {record['protocol']} | {self.weights} | fraction {self.fraction:g} seed {self.seed} | "
+              f"{record['primary']} {record['metrics'].get(record['primary'], float('nan')):.4f} | {record['seconds']}s", flush=True)
+        return [record]

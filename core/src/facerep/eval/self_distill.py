@@ -13,7 +13,9 @@ protocol that also uses the training images whose labels the few-shot split hide
 3. **Student**: the same pretrained weights (not the teacher's), trained the same way on the
    labelled subset plus the kept pseudo-labelled images.
 
-Reported: the student's metrics, the teacher's as ``teacher_*``, and ``n_pseudo`` / ``n_pseudo_kept``.
+Reported: the student's metrics, the teacher's as ``teacher_*``, and ``n_pseudo`` / ``n_pseudo_kept``;
+the teacher is also a record of its own (protocol ``core.self_distill:teacher``, with its per-item
+outcomes), so that ``facerep report`` gives the student's gap to it with a paired 95 % interval.
 A student that beats its teacher is the protocol's claim: the teacher *is* plain fine-tuning from
 the same weights with the same budget.
 """
@@ -165,4 +167,7 @@ class SelfDistill:
             student = self._protocol(self.student).run(backbone, task, _Joined(train, kept) if len(keep) else train, test, val)
         metrics.update(student.metrics, n_pseudo=float(len(pool)), n_pseudo_kept=float(len(keep)))
         history = [{**row, "stage": 0.0} for row in teacher.history] + [{**row, "stage": 1.0} for row in student.history]
-        return EvalOutput(metrics, student.predictions, history, backbone=student.backbone, head=student.head)
+        # the teacher as its own row too (predictions only: its network is not kept), so that student vs
+        # teacher is paired by test item, not only by seed
+        return EvalOutput(metrics, student.predictions, history, backbone=student.backbone, head=student.head,
+                          reference=EvalOutput(teacher.metrics, teacher.predictions), reference_name="teacher")
