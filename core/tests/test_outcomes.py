@@ -128,3 +128,27 @@ def test_outcomes_on_different_items_refuse_to_pair():
         paired_interval(a, [ItemOutcomes(np.ones(11))])
     with pytest.raises(ValueError, match="same subset"):
         paired_interval(a, a * 2)
+
+
+def test_the_runner_stores_outcomes_only_where_they_reproduce_the_metric(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from facerep.eval.runner import _store_outcomes
+
+    correct = np.array([1, 0, 1, 1], float)
+
+    class Task:
+        name = "toy"
+
+        def outcomes(self, predictions, dataset):
+            return ItemOutcomes(correct)
+
+    out, record = SimpleNamespace(predictions=[0, 1, 2, 3]), {"primary": "acc", "test": "toy:test (4)", "metrics": {"acc": 0.75}}
+    path = _store_outcomes(Task(), out, None, record, tmp_path / "ok.npz")
+    items, meta = load_outcomes(path)
+    assert items.metric() == 0.75 and meta == {"test": "toy:test (4)", "metric": "acc"}
+    # outcomes that disagree with evaluate() would give intervals around another number: not stored, and said so
+    wrong = {**record, "metrics": {"acc": 0.5}}
+    assert _store_outcomes(Task(), out, None, wrong, tmp_path / "bad.npz") is None and not (tmp_path / "bad.npz").exists()
+    assert "toy.outcomes() gives acc 0.75 where evaluate() gave 0.5; outcomes not stored for bad" in capsys.readouterr().out
+    assert _store_outcomes(Task(), SimpleNamespace(predictions=[]), None, record, tmp_path / "none.npz") is None
