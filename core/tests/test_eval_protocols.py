@@ -180,8 +180,11 @@ def test_gap_to_random_init_is_paired_by_seed_signed_and_plotted(tmp_path):
     records = [rec("random init", 0, 0.1, 0.30), rec("random init", 1, 0.1, 0.20), rec("pretrained", 0, 0.1, 0.25),
                rec("pretrained", 1, 0.1, 0.18), rec("random init", 0, 1.0, 0.10), rec("pretrained", 0, 1.0, 0.12),
                rec("pretrained", 2, 0.1, 0.01)]  # seed 2 has no random-init partner: left out
+    records += [rec("random init", 0, 0.5, 0.10), rec("random init", 1, 0.5, 0.11), rec("pretrained", 0, 0.5, 0.20),
+                rec("pretrained", 1, 0.5, 0.21)]  # worse by 0.1 on both seeds: a loss the interval resolves
     rows = gap_rows(records)
-    small, full = rows
+    small, half, full = rows
+    assert half["gap"] == pytest.approx(-0.1) and half["high"] < 0 and not half["marked"]
     # lower is better: gaps +0.05 and +0.02 (pretrained lower), mean 0.035, SE = std(ddof 1) / sqrt 2 = 0.015,
     # no outcomes: the paired t interval with 1 df, 0.035 +- 12.706 * 0.015, holds zero: not marked
     assert small["fraction"] == 0.1 and small["seeds"] == 2 and small["gap"] == pytest.approx(0.035)
@@ -192,7 +195,8 @@ def test_gap_to_random_init_is_paired_by_seed_signed_and_plotted(tmp_path):
     text = render_report(tmp_path)
     assert "| afw | core.linear_probe | pretrained | 0.1 | nme | 0.2500 | +0.0350 [-0.1556, +0.2256] | +14.0 % |  |" in text
     assert "| afw | core.linear_probe | pretrained | 1 | nme | 0.1000 | -0.0200 (no interval: 1 seed, no outcomes) | -20.0 % |  |" in text
-    assert "2 comparisons: about 0.1 false marks are expected by chance" in text
+    assert "| afw | core.linear_probe | pretrained | 0.5 | nme | 0.1050 | -0.1000 [-0.1000, -0.1000] | -95.2 % | worse |" in text
+    assert "3 comparisons: about 0.1 false marks are expected by chance" in text
     assert (tmp_path / "plots" / "gap_to_random_init.png").stat().st_size > 1000
 
 
