@@ -114,8 +114,9 @@ def _gap_markdown(rows: list[dict[str, Any]], versus: str | None = BASELINE) -> 
     for g in rows:
         interval = f" [{g['low']:+.4f}, {g['high']:+.4f}]" if np.isfinite(g["low"]) else " (no interval: 1 seed, no outcomes)"
         against = g["protocol"] if versus else f"{g['protocol']} vs {g['reference']}"
+        mark = "*" if g["marked"] else "worse" if g["high"] < 0 else ""
         lines.append(f"| {g['name']} | {against} | {g['weights']} | {g['fraction']:g} | {g['metric']} | {g['baseline']:.4f} | "
-                     f"{g['gap']:+.4f}{interval} | {100 * g['relative']:+.1f} % | {'*' if g['marked'] else 'worse' if g['high'] < 0 else ''} |")
+                     f"{g['gap']:+.4f}{interval} | {100 * g['relative']:+.1f} % | {mark} |")
     caption = rule_caption(len(rows), {g["basis"] for g in rows}).replace(
         "† beats its random-init row and ‡ beats every raw-pixel row",
         f"* marks a gain over {versus or 'the reference row'} (worse: a loss, the interval below zero)")
