@@ -87,3 +87,23 @@ def test_zero_shot_decision_rule_is_checked_where_the_config_names_it():
     assert structure({"joint": "j.safetensors"}, ZeroShotParams).decision == "prior"
     with pytest.raises(ConfigError, match="decision"):
         structure({"joint": "j.safetensors", "decision": "argmax"}, ZeroShotParams, path="evaluate.0.protocols.0.params")
+
+
+def test_beats_majority_counts_only_what_the_test_images_resolve():
+    from facerep_farl.zero_shot import beats_majority_tests
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    majority = rng.random((n, 4)) < 0.8  # the majority class right on 80 % of the images
+    zero_shot = majority.copy()
+    zero_shot[:, 0] |= rng.random(n) < 0.5  # right on ~90 %: +0.1, about 13 standard errors
+    zero_shot[:3, 2] = ~zero_shot[:3, 2]  # +- 3 images: a raw win or loss that nothing resolves
+    zero_shot[:, 3] = ~majority[:, 3]  # right on 20 %: resolved, the other way
+    raw = int((zero_shot.mean(0) > majority.mean(0)).sum())
+    resolved, holm = beats_majority_tests(zero_shot, majority)
+    assert (resolved, holm) == (1, 1) and raw >= 1
+    # forty attributes where the rule equals the majority up to a few images: raw wins, nothing resolved
+    same = rng.random((n, 40)) < 0.8
+    flipped = same.copy()
+    flipped[rng.integers(0, n, 40), np.arange(40)] ^= True
+    assert beats_majority_tests(flipped, same) == (0, 0) and int((flipped.mean(0) > same.mean(0)).sum()) > 5
