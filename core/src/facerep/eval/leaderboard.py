@@ -169,7 +169,8 @@ def rule_caption(n_tests: int, bases: set[str]) -> str:
              "test items resampled with the seeds where the records carry per-item outcomes, seeds only elsewhere")
     return (f"Primary metric: mean over seeds [95 % interval]. † beats its random-init row and ‡ beats every raw-pixel row: "
             f"the paired 95 % interval of the difference (same subsets, same test items; {basis}) lies above zero. "
-            f"{n_tests} comparisons: about {0.025 * n_tests:.1f} false marks are expected by chance if no difference were real.")
+            f"{n_tests} comparison{'' if n_tests == 1 else 's'}: about {0.025 * n_tests:.1f} false marks are expected by chance "
+            f"if no difference were real.")
 
 
 def _budget_text(budget: dict[str, Any]) -> str:
