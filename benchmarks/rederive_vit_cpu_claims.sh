@@ -7,9 +7,11 @@
 #   FACEREP_DATA=../shared/data bash benchmarks/rederive_vit_cpu_claims.sh [OUT]   # default work_dirs/rederive
 #
 # One heavy job at a time (2 cores): the stages run in order, each timed into OUT/times.txt; a stage
-# whose output already exists is skipped, so the script resumes after an interruption. Expect about
-# 2.5 hours in fp32 on a 2-core host without bf16 kernels (each preset 15-20 min, each evaluation
-# 12-15 min). Then read OUT/<method>_vs_random/results.md (the gap table) into docs/results.md.
+# whose output already exists is skipped, so the script resumes after an interruption. On a 2-core
+# host with AMX bf16 kernels (2026-12-06) the stages up to LAFS's evaluation took 47 min (each preset
+# 6-9 min, each five-family evaluation 75 s, LAFS's six fine-tunings 10 min); without bf16 kernels
+# the presets fall back to fp32, about 2.5x slower. Then read OUT/<method>_vs_random/results.md (the
+# gap table) and OUT/eval_lafs*/results.md into docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${FACEREP_DATA:?set FACEREP_DATA to the data folder (../shared/data)}"
@@ -45,5 +47,17 @@ stage "farl zero-shot" "$OUT/farl_zero_shot/results.json" \
 stage "pretrain lafs" "$OUT/lafs/backbone.safetensors" "$FACEREP" run lafs/lafs_vit_cpu --work-dir "$OUT/lafs"
 stage "eval lafs" "$OUT/eval_lafs/results.json" \
   "$FACEREP" eval configs/eval/lafs_lfw_finetune.yaml --weights "$OUT/lafs/backbone.safetensors" --work-dir "$OUT/eval_lafs" \
+  -o compare_random_init=true
+# LAFS on a trained landmarks model's points (notebook, "LAFS with a trained landmarks model"): the
+# landmarks plugin's AFW model is the landmark source of both the pool and the backbone. Its own
+# random-init row: the same seeded fine-tunings as eval_lafs's, run again so the two stay disjoint.
+stage "afw landmark model" "$OUT/afw_landmark_model/results.json" \
+  "$FACEREP" eval configs/eval/afw_landmark_model.yaml --work-dir "$OUT/afw_landmark_model"
+M=$(ls "$OUT"/afw_landmark_model/models/*/model.safetensors | head -1)
+stage "pretrain lafs_model" "$OUT/lafs_model/backbone.safetensors" \
+  "$FACEREP" run lafs/lafs_vit_cpu --work-dir "$OUT/lafs_model" -o data.params.source=model -o "data.params.path=$M" \
+  -o "backbone.params.landmarker={source: model, path: $M}"
+stage "eval lafs_model" "$OUT/eval_lafs_model/results.json" \
+  "$FACEREP" eval configs/eval/lafs_lfw_finetune.yaml --weights "$OUT/lafs_model/backbone.safetensors" --work-dir "$OUT/eval_lafs_model" \
   -o compare_random_init=true
 cat "$OUT/times.txt"
