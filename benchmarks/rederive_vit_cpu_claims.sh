@@ -10,7 +10,7 @@
 # whose output already exists is skipped, so the script resumes after an interruption. On a 2-core
 # host with AMX bf16 kernels (2026-12-06) the stages up to LAFS's evaluation took 47 min (each preset
 # 6-9 min, each five-family evaluation 75 s, LAFS's six fine-tunings 10 min); without bf16 kernels
-# the presets fall back to fp32, about 2.5x slower. Then read OUT/<method>_vs_random/results.md (the
+# the presets fall back to fp32, about 2x slower (MCF: 966 s). Then read OUT/<method>_vs_random/results.md (the
 # gap table) and OUT/eval_lafs*/results.md into docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
