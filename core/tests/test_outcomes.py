@@ -152,3 +152,34 @@ def test_the_runner_stores_outcomes_only_where_they_reproduce_the_metric(tmp_pat
     assert _store_outcomes(Task(), out, None, wrong, tmp_path / "bad.npz") is None and not (tmp_path / "bad.npz").exists()
     assert "toy.outcomes() gives acc 0.75 where evaluate() gave 0.5; outcomes not stored for bad" in capsys.readouterr().out
     assert _store_outcomes(Task(), SimpleNamespace(predictions=[]), None, record, tmp_path / "none.npz") is None
+
+
+def test_agreement_statistics_from_moment_sums_match_their_definitions_under_resampling():
+    from facerep.eval.outcomes import moment_terms
+
+    def icc(x, y):  # Shrout & Fleiss ICC(3,1), two-way ANOVA on the (n, 2) table
+        t = np.stack([x, y], 1)
+        n, grand = len(t), t.mean()
+        bms = 2 * ((t.mean(1) - grand) ** 2).sum() / (n - 1)
+        ems = ((t - t.mean(1, keepdims=True) - t.mean(0) + grand) ** 2).sum() / (n - 1)
+        return (bms - ems) / (bms + ems)
+
+    def ccc(x, y):
+        return 2 * np.mean((x - x.mean()) * (y - y.mean())) / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(60, 2))
+    x = 0.8 * y + rng.normal(scale=0.6, size=(60, 2)) + 0.3
+    counts = resample_counts(60, None, 3, rng)
+    for stat, ref in (("icc_3_1", icc), ("ccc", ccc)):
+        items = ItemOutcomes(moment_terms(x, y), statistic=stat)
+        assert items.metric() == pytest.approx(np.mean([ref(x[:, j], y[:, j]) for j in range(2)]), abs=1e-12)
+        # a bootstrap replicate is the statistic of the items drawn, duplicates included
+        for c, got in zip(counts, items.metric_resampled(counts), strict=True):
+            idx = np.repeat(np.arange(60), c.astype(int))
+            assert got == pytest.approx(np.mean([ref(x[idx, j], y[idx, j]) for j in range(2)]), abs=1e-12)
+    same = ItemOutcomes(moment_terms(x, y), statistic="ccc")
+    iv = paired_interval([same], [same])
+    assert iv.estimate == 0 and iv.low == iv.high == 0 and not iv.excludes_zero
+    with pytest.raises(ValueError, match="statistic"):
+        ItemOutcomes(moment_terms(x, y), statistic="pearson")

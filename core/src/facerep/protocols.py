@@ -187,7 +187,8 @@ class Task(typing.Protocol):
         teacher's prediction (default: ``prediction`` set as the ``label`` field).
         ``outcomes(predictions, dataset) -> facerep.eval.outcomes.ItemOutcomes`` (API 1.5): the
         per-item terms of ``primary_metric`` (per image: right or wrong; per face: its NME; per
-        pair and fold; per parsing image: its per-class pixel counts), such that
+        pair and fold; per parsing image: its per-class pixel counts; for an agreement metric,
+        ICC or CCC, per item the moment terms of ``facerep.eval.outcomes.moment_terms``), such that
         ``outcomes.metric()`` equals ``evaluate(...)[primary_metric]``. The eval runner stores them
         beside each record, and reports use them for intervals that count the test set's sampling
         and for paired comparisons item by item; without it, intervals count the seeds only.

@@ -129,3 +129,26 @@ def test_detection_outcomes_reproduce_mean_f1_with_unknowns_and_an_empty_au():
     want = au_f1(pred, gt, tuple(f"AU{j}" for j in range(4)))["mean_f1"]
     got = task.outcomes(list(pred), _DS()).metric()
     assert got == pytest.approx(want, abs=1e-12) and want > 0
+
+
+def test_intensity_outcomes_reproduce_mean_icc():
+    """Per image and AU the moment terms of ICC(3,1): their statistic, averaged over AUs, is ``mean_icc``."""
+    from facerep_action_units.metrics import intensity_metrics
+    from facerep_action_units.task import AUIntensity, AUParams
+
+    rng = np.random.default_rng(4)
+    gt = rng.integers(0, 6, (40, 3)).astype(np.float64)
+    pred = (0.6 * gt + rng.normal(0, 1, (40, 3))).astype(np.float32)
+
+    class _DS:
+        info = type("I", (), {"name": "toy", "class_names": {}})()
+
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return type("S", (), {"label": lambda self, k: gt[i]})()
+
+    want = intensity_metrics(pred.astype(np.float64), gt, ("a", "b", "c"))["mean_icc"]
+    got = AUIntensity(AUParams(input_size=32)).outcomes(list(pred), _DS())
+    assert got.metric() == pytest.approx(want, abs=1e-9) and 0 < want < 1 and got.statistic == "icc_3_1"

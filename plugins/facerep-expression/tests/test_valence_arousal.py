@@ -63,6 +63,10 @@ def test_affectnet_targets_come_from_the_list_and_samples_agree(tmp_path):
     assert prep.image.shape == (16, 16, 3) and np.array_equal(prep.target["va"], va[1])
     m = task.evaluate([np.array([0.5, -0.25]), np.array([-0.75, 0.125])], ds)
     assert m["ccc"] == pytest.approx(1.0) and m["valence_rmse"] == pytest.approx(0.0)
+    # per-item outcomes reproduce the CCC (the runner stores them only then)
+    pred = [np.array([0.25, -0.5]), np.array([-0.5, 0.375])]
+    want = task.evaluate(pred, ds)["ccc"]
+    assert task.outcomes(pred, ds).metric() == pytest.approx(want, abs=1e-9) and 0 < want < 1
     with pytest.raises(DataError, match=r"x\.jpg: no valence/arousal"):
         task.prepare(Sample(image=np.zeros((8, 8, 3), np.uint8), expression=1, meta={"path": "x.jpg"}), train=False,
                      rng=np.random.default_rng(0))

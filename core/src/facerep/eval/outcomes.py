@@ -9,6 +9,12 @@ Every primary metric facerep reports is a mean over columns of ratios of sums ov
 - parsing's mean F1 over classes: per image and class ``num = 2 TP``, ``den = 2 TP + FP + FN``
   (predicted + true pixels), summed over images before the ratio, as the metric is defined.
 
+Agreement metrics between a prediction ``x`` and a target ``y`` per item (AU intensity's ICC(3,1),
+valence / arousal's CCC) are functions of sums over items too, of their moments: with
+``statistic="icc_3_1"`` or ``"ccc"``, ``num`` holds per item and target the six terms
+``1, x, y, x^2, y^2, x y`` (:func:`moment_terms`), and the metric is the statistic of their sums,
+averaged over targets.
+
 A task's ``outcomes(predictions, dataset)`` returns these arrays (:class:`ItemOutcomes`); the eval
 runner stores them beside each record (``outcomes/*.npz``), so that two runs on the same test items
 can be compared item by item — here, or by the user with numpy.
@@ -46,7 +52,9 @@ from typing import Any
 import attrs
 import numpy as np
 
-__all__ = ["Interval", "ItemOutcomes", "load_outcomes", "paired_interval", "resample_counts", "row_interval", "save_outcomes"]
+__all__ = [
+    "Interval", "ItemOutcomes", "load_outcomes", "moment_terms", "paired_interval", "resample_counts", "row_interval", "save_outcomes",
+]
 
 #: Bootstrap replicates of the test items; the Monte-Carlo error of a 2,000-replicate standard error is ~1.6 %.
 N_BOOT = 2000
@@ -71,6 +79,8 @@ class ItemOutcomes:
         unit: what one item is ("pair", "image", "face"), for captions.
         empty: a column's value when its ``den`` sums to 0 (an AU never predicted nor present
             scores F1 0 in ``au_f1``); None: the column is left out of the mean (parsing's absent classes).
+        statistic: ``"ratio"`` (the mean of ratios above), or ``"icc_3_1"`` / ``"ccc"``: ``num``
+            holds :func:`moment_terms`, six columns per target, and ``den`` is unused.
     """
 
     num: np.ndarray = attrs.field(converter=lambda a: _as_2d(a, "num"))
@@ -78,6 +88,7 @@ class ItemOutcomes:
     strata: np.ndarray | None = attrs.field(default=None)
     unit: str = "item"
     empty: float | None = None
+    statistic: str = attrs.field(default="ratio", validator=attrs.validators.in_(("ratio", "icc_3_1", "ccc")))
 
     def __attrs_post_init__(self) -> None:
         den = np.ones_like(self.num) if self.den is None else _as_2d(self.den, "den")
@@ -99,6 +110,9 @@ class ItemOutcomes:
 
     def metric_resampled(self, counts: np.ndarray) -> np.ndarray:
         """The metric under each row of ``counts`` ``(B, items)``: how often each item was drawn."""
+        if self.statistic != "ratio":
+            sums = (counts @ self.num).reshape(len(counts), -1, 6)  # (B, targets, moments)
+            return _AGREEMENT[self.statistic](*np.moveaxis(sums, -1, 0)).mean(1)
         with np.errstate(invalid="ignore", divide="ignore"):
             den = counts @ self.den
             ratio = np.where(den > 0, (counts @ self.num) / np.where(den > 0, den, 1.0), np.nan if self.empty is None else self.empty)
@@ -106,9 +120,37 @@ class ItemOutcomes:
         return np.where(keep.any(1), np.where(keep, ratio, 0.0).sum(1) / np.maximum(keep.sum(1), 1), np.nan)
 
 
+def moment_terms(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``(items, targets * 6)``: per item and target ``1, x, y, x^2, y^2, x y`` (``x`` the prediction,
+    ``y`` the target, both ``(items,)`` or ``(items, targets)``), the terms whose sums give ICC and CCC."""
+    x, y = _as_2d(x, "x"), _as_2d(y, "y")
+    return np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=-1).reshape(len(x), -1)
+
+
+def _icc_3_1(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> np.ndarray:
+    """ICC(3,1) of two ratings (Shrout & Fleiss 1979) from moment sums: (BMS - EMS) / (BMS + EMS)."""
+    grand = (sx + sy) / (2 * n)
+    ss_rows = (sxx + 2 * sxy + syy) / 2 - 2 * n * grand**2  # 2 sum_i (mean_i - grand)^2
+    ss_cols = n * ((sx / n - grand) ** 2 + (sy / n - grand) ** 2)
+    ss_err = sxx + syy - 2 * n * grand**2 - ss_rows - ss_cols
+    bms, ems = ss_rows / (n - 1), ss_err / (n - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(bms + ems > 0, (bms - ems) / np.where(bms + ems > 0, bms + ems, 1.0), 0.0)
+
+
+def _ccc(n: np.ndarray, sx: np.ndarray, sy: np.ndarray, sxx: np.ndarray, syy: np.ndarray, sxy: np.ndarray) -> np.ndarray:
+    """Lin's concordance correlation 2 cov / (var_x + var_y + (mean_x - mean_y)^2), population moments."""
+    mx, my = sx / n, sy / n
+    return 2 * (sxy / n - mx * my) / (sxx / n - mx**2 + syy / n - my**2 + (mx - my) ** 2 + 1e-12)
+
+
+_AGREEMENT = {"icc_3_1": _icc_3_1, "ccc": _ccc}
+
+
 def save_outcomes(path: str | Path, outcomes: ItemOutcomes, **meta: str) -> None:
     """``path`` (.npz): the arrays and string metadata (e.g. the test set's name); no pickles."""
-    arrays: dict[str, np.ndarray] = {"num": outcomes.num, "den": outcomes.den, "unit": np.array(outcomes.unit)}
+    arrays: dict[str, np.ndarray] = {"num": outcomes.num, "den": outcomes.den, "unit": np.array(outcomes.unit),
+                                     "statistic": np.array(outcomes.statistic)}
     if outcomes.empty is not None:
         arrays["empty"] = np.array(outcomes.empty)
     if outcomes.strata is not None:
@@ -125,7 +167,7 @@ def load_outcomes(path: str | Path) -> tuple[ItemOutcomes, dict[str, str]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             out = ItemOutcomes(z["num"], z["den"], z["strata"] if "strata" in z else None, str(z["unit"]),
-                               float(z["empty"]) if "empty" in z else None)
+                               float(z["empty"]) if "empty" in z else None, str(z["statistic"]) if "statistic" in z else "ratio")
             meta = {k[5:]: str(z[k]) for k in z.files if k.startswith("meta_")}
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: not a facerep outcomes file ({e})") from e

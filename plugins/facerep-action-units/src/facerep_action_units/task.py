@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facerep.data.subset import label_array
-from facerep.eval.outcomes import ItemOutcomes
+from facerep.eval.outcomes import ItemOutcomes, moment_terms
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
@@ -102,3 +102,8 @@ class AUIntensity(_AUTask):
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         gt = label_array(dataset, "aus").astype(np.float64)
         return intensity_metrics(np.stack(predictions).astype(np.float64), gt, self._names(dataset, gt.shape[1]))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per image and AU the moment terms of ICC(3,1) (``mean_icc`` is their statistic, averaged over AUs)."""
+        gt = label_array(dataset, "aus").astype(np.float64)
+        return ItemOutcomes(moment_terms(np.stack(predictions).astype(np.float64), gt), unit="image", statistic="icc_3_1")

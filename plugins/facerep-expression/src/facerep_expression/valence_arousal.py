@@ -25,6 +25,7 @@ from torch import nn
 
 from facerep.data.subset import label_array
 from facerep.errors import DataError
+from facerep.eval.outcomes import ItemOutcomes, moment_terms
 from facerep.eval.task import HeadBase, TaskBase, resize_prepared
 from facerep.protocols import Backbone, FaceDataset
 from facerep.types import LossOutput, Prepared, Sample
@@ -147,3 +148,9 @@ class ValenceArousal(TaskBase):
 
     def evaluate(self, predictions: list[Any], dataset: FaceDataset) -> dict[str, float]:
         return affect_metrics(np.stack(predictions), va_array(dataset))
+
+    def outcomes(self, predictions: list[Any], dataset: FaceDataset) -> ItemOutcomes:
+        """Per face and dimension the moment terms of the CCC (``ccc`` is their statistic, averaged
+        over valence and arousal)."""
+        return ItemOutcomes(moment_terms(np.stack(predictions).astype(np.float64), va_array(dataset).astype(np.float64)),
+                            unit="face", statistic="ccc")
