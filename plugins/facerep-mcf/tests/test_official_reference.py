@@ -174,7 +174,9 @@ def test_accumulated_training_follows_the_official_loop_step_by_step(ref, teache
         else:
             continue
         got, want = _without_key_bias(name, got), _without_key_bias(name, want)
-        torch.testing.assert_close(got, want, rtol=0, atol=2e-5, msg=name)
+        # 5e-5: the CPU's reduction order moves a few weights after 4 AdamW steps (2.2e-5 on an AVX-512 Xeon,
+        # under 2e-5 on AVX2); a wrong step moves every weight by about lr (5e-3 to 1e-2 here)
+        torch.testing.assert_close(got, want, rtol=0, atol=5e-5, msg=lambda m, n=name: f"{n}: {m}")
         compared += 1
     assert compared == len(final)
 
