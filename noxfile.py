@@ -27,13 +27,23 @@ def _install(session: nox.Session, *packages: str) -> None:
     session.install("-c", "constraints.txt", "pytest", *packages)
 
 
-@nox.session(python="3.11")
-def tests(session: nox.Session) -> None:
+def _install_all(session: nox.Session) -> None:
     packages = ["core[tensorboard]", *(f"plugins/{n}{EXTRAS.get(n, '')}" for n in PLUGINS),
                 "integration_tests/plugins/facerep-example-objective"]
-    extras = [f"-e{p}" for p in packages]
-    _install(session, *extras)
+    _install(session, *(f"-e{p}" for p in packages))
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    _install_all(session)
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def slow(session: nox.Session) -> None:
+    """The slow tier the default run deselects (``-m slow``): about 2 minutes more on 2 cores."""
+    _install_all(session)
+    session.run("pytest", "-m", "slow", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -138,6 +138,7 @@ def test_compiled_run_resumes_bit_identical(swav_runs, tmp_path):
     assert _losses(wd) == _losses(full), "both sessions together log the uninterrupted run's losses"
 
 
+@pytest.mark.slow  # 70 s; the default run compiles SwAV here, and core/tests/test_compile.py checks that the key encoder compiles too
 def test_compiled_moco_with_momentum_encoder_and_bf16_trains_like_eager(tmp_path):
     for compile in (False, True):
         # bf16 autocast even where the CPU has no bf16 kernels (there a run would train in fp32)

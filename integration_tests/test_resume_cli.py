@@ -195,7 +195,8 @@ KILL_BETWEEN_MICRO_BATCHES = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+# fp16 (58 s) is in the slow tier: its loss-scaler state is checked in core/tests/test_optim.py
+@pytest.mark.parametrize("precision", [pytest.param("fp16", marks=pytest.mark.slow), "bf16"])
 def test_accumulated_run_resumes_bit_identical(tmp_path, precision, monkeypatch):
     """accumulate_steps 2 (batch 4 x 2 = the reference's 8 per step): stopped after step 3 (fp16,
     loss-scaler state in the checkpoint) or killed between the two micro-batches of step 4 (bf16),
