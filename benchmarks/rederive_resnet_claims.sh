@@ -14,20 +14,7 @@
 #
 # Resumable as benchmarks/rederive_vit_cpu_claims.sh: a stage whose output exists is skipped; wall
 # times go to OUT/times.txt.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${FACEREP_DATA:?set FACEREP_DATA to the data folder (../shared/data)}"
-OUT=${1:-work_dirs/rederive}
-FACEREP=${FACEREP:-.venv/bin/facerep}
-mkdir -p "$OUT"
-
-stage() {  # stage NAME DONE_FILE CMD...: run CMD unless DONE_FILE exists, timing it
-  local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "skip $name ($done_file exists)"; return; fi
-  local t0=$SECONDS
-  "$@"
-  echo "$name $((SECONDS - t0)) s" | tee -a "$OUT/times.txt"
-}
+source "$(dirname "$0")/rederive_stages.sh" "$@"
 
 stage "pretrain moco_geom_405" "$OUT/moco_geom_405/backbone.safetensors" \
   "$FACEREP" run configs/experiments/moco_v2_geometry_faces.yaml --work-dir "$OUT/moco_geom_405" \

@@ -12,20 +12,7 @@
 # 6-9 min, each five-family evaluation 75 s, LAFS's six fine-tunings 10 min); without bf16 kernels
 # the presets fall back to fp32, about 2x slower (MCF: 966 s). Then read OUT/<method>_vs_random/results.md (the
 # gap table) and OUT/eval_lafs*/results.md into docs/results.md.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-: "${FACEREP_DATA:?set FACEREP_DATA to the data folder (../shared/data)}"
-OUT=${1:-work_dirs/rederive}
-FACEREP=${FACEREP:-.venv/bin/facerep}
-mkdir -p "$OUT"
-
-stage() {  # stage NAME DONE_FILE CMD...: run CMD unless DONE_FILE exists, timing it
-  local name=$1 done_file=$2; shift 2
-  if [[ -e $done_file ]]; then echo "skip $name ($done_file exists)"; return; fi
-  local t0=$SECONDS
-  "$@"
-  echo "$name $((SECONDS - t0)) s" | tee -a "$OUT/times.txt"
-}
+source "$(dirname "$0")/rederive_stages.sh" "$@"
 
 EVAL=configs/eval/five_tasks_r18_64.yaml
 for m in mcf pros farl; do

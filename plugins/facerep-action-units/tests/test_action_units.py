@@ -105,6 +105,21 @@ def test_tasks_train_a_frozen_head_on_disfa_fixtures(tmp_path, task_name):
     assert ("f1_AU12" if task_name == "detection" else "icc_AU12") in out.metrics
 
 
+def _labelled(aus: np.ndarray):
+    """A dataset stand-in whose samples carry only the AU rows ``aus`` (what ``label_array`` reads)."""
+
+    class _DS:
+        info = type("I", (), {"name": "toy", "class_names": {}})()
+
+        def __len__(self):
+            return len(aus)
+
+        def __getitem__(self, i):
+            return type("S", (), {"label": lambda self, k: aus[i]})()
+
+    return _DS()
+
+
 def test_detection_outcomes_reproduce_mean_f1_with_unknowns_and_an_empty_au():
     """Per image and AU: 2 TP over predicted + present; summed over images they give ``au_f1``'s F1,
     unknown (-1) entries counting in neither, an AU never predicted nor present scoring 0."""
@@ -116,18 +131,9 @@ def test_detection_outcomes_reproduce_mean_f1_with_unknowns_and_an_empty_au():
     pred = rng.integers(0, 2, (30, 4)).astype(np.int8)
     pred[:, 3] = 0  # never predicted: F1 0 in au_f1
 
-    class _DS:
-        info = type("I", (), {"name": "toy", "class_names": {}})()
-
-        def __len__(self):
-            return 30
-
-        def __getitem__(self, i):
-            return type("S", (), {"label": lambda self, k: gt[i]})()
-
     task = AUDetection(AUParams(input_size=32))
     want = au_f1(pred, gt, tuple(f"AU{j}" for j in range(4)))["mean_f1"]
-    got = task.outcomes(list(pred), _DS()).metric()
+    got = task.outcomes(list(pred), _labelled(gt)).metric()
     assert got == pytest.approx(want, abs=1e-12) and want > 0
 
 
@@ -140,15 +146,6 @@ def test_intensity_outcomes_reproduce_mean_icc():
     gt = rng.integers(0, 6, (40, 3)).astype(np.float64)
     pred = (0.6 * gt + rng.normal(0, 1, (40, 3))).astype(np.float32)
 
-    class _DS:
-        info = type("I", (), {"name": "toy", "class_names": {}})()
-
-        def __len__(self):
-            return 40
-
-        def __getitem__(self, i):
-            return type("S", (), {"label": lambda self, k: gt[i]})()
-
     want = intensity_metrics(pred.astype(np.float64), gt, ("a", "b", "c"))["mean_icc"]
-    got = AUIntensity(AUParams(input_size=32)).outcomes(list(pred), _DS())
+    got = AUIntensity(AUParams(input_size=32)).outcomes(list(pred), _labelled(gt))
     assert got.metric() == pytest.approx(want, abs=1e-9) and 0 < want < 1 and got.statistic == "icc_3_1"
