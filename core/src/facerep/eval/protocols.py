@@ -44,7 +44,7 @@ class EvalOutput:
     ``reference``: a second output the protocol's claim is measured against, on the same subset and
     test items (``core.self_distill``'s teacher, which is plain fine-tuning); the eval runner stores it
     as its own record, protocol ``<protocol>:<reference_name>``, with its own per-item outcomes, and
-    the report pairs the two (``facerep.eval.report.gap_rows``)."""
+    the report pairs the two (``facerep.eval.report.reference_gap_rows``)."""
 
     metrics: dict[str, float]
     predictions: list[Any] = attrs.field(factory=list)
