@@ -251,9 +251,9 @@ def _run_entry(ev: EvalConfig, name: str, task: Any, train: Any, test: Any, val:
                     drawn = _draw_samples(task, test, getattr(out, "predictions", []), pic)
                     if drawn:
                         record["samples"] = str(Path(drawn).relative_to(out_dir))
-                records += run.keep(record)
+                records.append(run.keep(record))
                 if ref is not None:  # trained inside the protocol's run: its time is in the record above
-                    records += run.keep(run.record(ref, record["versus"], 0.0))
+                    records.append(run.keep(run.record(ref, record["versus"], 0.0)))
     return records
 
 
@@ -291,8 +291,9 @@ class _Run:
             record["outcomes"] = str(stored.relative_to(self.out_dir))
         return record
 
-    def keep(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+    def keep(self, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` appended to results.jsonl and printed."""
         append_record(self.out_dir, record)  # on disk before it is printed: a killed grid keeps every run it showed
         print(f"[eval] {self.name} | {record['protocol']} | {self.weights} | fraction {self.fraction:g} seed {self.seed} | "
               f"{record['primary']} {record['metrics'].get(record['primary'], float('nan')):.4f} | {record['seconds']}s", flush=True)
-        return [record]
+        return record
